@@ -1,0 +1,72 @@
+use std::time::Duration;
+
+use clap::Args;
+use hsync_protocol::{Codec, Names};
+
+/// NATS connection settings shared by every binary (flags or environment).
+#[derive(Args, Clone, Debug)]
+pub struct BusConfig {
+    /// NATS server URL(s), comma-separated.
+    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Number of NATS connections in the pool (requests are spread over them).
+    #[arg(long = "nats-pool", env = "HSYNC_NATS_POOL", default_value_t = 2)]
+    pub pool_size: usize,
+    /// Optional NATS credentials file.
+    #[arg(long = "nats-creds", env = "NATS_CREDS")]
+    pub creds: Option<std::path::PathBuf>,
+    /// Optional NATS user (with --nats-password).
+    #[arg(long = "nats-user", env = "NATS_USER")]
+    pub user: Option<String>,
+    #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Subject prefix of this installation.
+    #[arg(long = "prefix", env = "HSYNC_PREFIX", default_value = hsync_protocol::names::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// Default timeout for a request, in milliseconds.
+    #[arg(long = "request-timeout-ms", env = "HSYNC_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// How long to keep retrying the first connection, in seconds.
+    #[arg(long = "connect-timeout-s", env = "HSYNC_CONNECT_TIMEOUT_S", default_value_t = 60)]
+    pub connect_timeout_s: u64,
+    /// Payloads above this many bytes are zstd-compressed.
+    #[arg(long = "compress-threshold", env = "HSYNC_COMPRESS_THRESHOLD", default_value_t = hsync_protocol::codec::DEFAULT_COMPRESS_THRESHOLD)]
+    pub compress_threshold: usize,
+    /// Largest decoded (decompressed) payload accepted, in bytes.
+    #[arg(long = "max-decoded-bytes", env = "HSYNC_MAX_DECODED_BYTES", default_value_t = hsync_protocol::codec::DEFAULT_MAX_DECODED_SIZE)]
+    pub max_decoded_bytes: usize,
+}
+
+impl BusConfig {
+    /// Defaults for a given URL (tests and the CLI).
+    pub fn for_url(url: &str) -> Self {
+        BusConfig {
+            nats_url: url.to_string(),
+            pool_size: 1,
+            creds: None,
+            user: None,
+            password: None,
+            prefix: hsync_protocol::names::DEFAULT_PREFIX.to_string(),
+            request_timeout_ms: 10_000,
+            connect_timeout_s: 30,
+            compress_threshold: hsync_protocol::codec::DEFAULT_COMPRESS_THRESHOLD,
+            max_decoded_bytes: hsync_protocol::codec::DEFAULT_MAX_DECODED_SIZE,
+        }
+    }
+
+    pub fn names(&self) -> Names {
+        Names::new(&self.prefix)
+    }
+
+    pub fn codec(&self) -> Codec {
+        Codec {
+            compress_threshold: self.compress_threshold,
+            max_decoded_size: self.max_decoded_bytes,
+            ..Codec::default()
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+}

@@ -1,0 +1,189 @@
+//! JetStream streams and KV buckets, created idempotently by whichever process starts first.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use hsync_protocol::Names;
+
+/// Stream replicas: 1 on a single server, 3 in production clusters (HSYNC_REPLICAS).
+pub fn replicas() -> usize {
+    std::env::var("HSYNC_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=5).contains(n))
+        .unwrap_or(1)
+}
+
+async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> anyhow::Result<stream::Stream> {
+    let name = config.name.clone();
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create or open stream {name}: {e}"))
+}
+
+/// Durable jobs: a work queue, de-duplicated by job id for ten minutes.
+pub async fn jobs_stream(js: &jetstream::Context, names: &Names) -> anyhow::Result<stream::Stream> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.stream_jobs(),
+            subjects: vec![names.jobs_submit()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(600),
+            num_replicas: replicas(),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Operation records: kept until the receipt-signer has taken them (work queue),
+/// de-duplicated by operation id.
+pub async fn records_stream(js: &jetstream::Context, names: &Names) -> anyhow::Result<stream::Stream> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.stream_records(),
+            subjects: vec![names.ops_records()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(600),
+            num_replicas: replicas(),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Signed batches: the log's durable history (limits retention), from which an empty
+/// indexer can rebuild.
+pub async fn receipts_stream(js: &jetstream::Context, names: &Names) -> anyhow::Result<stream::Stream> {
+    ensure_stream(
+        js,
+        stream::Config {
+            name: names.stream_receipts(),
+            subjects: vec![names.receipts_batches()],
+            retention: stream::RetentionPolicy::Limits,
+            duplicate_window: Duration::from_secs(600),
+            num_replicas: replicas(),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
+    let name = config.bucket.clone();
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Another process may have created it between our two calls.
+        Err(e) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot create KV bucket {name}: {e}")),
+    }
+}
+
+pub async fn policies_bucket(js: &jetstream::Context, names: &Names) -> anyhow::Result<kv::Store> {
+    ensure_bucket(
+        js,
+        kv::Config {
+            bucket: names.bucket_policies(),
+            history: 5,
+            num_replicas: replicas(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn operators_bucket(js: &jetstream::Context, names: &Names) -> anyhow::Result<kv::Store> {
+    ensure_bucket(
+        js,
+        kv::Config {
+            bucket: names.bucket_operators(),
+            history: 5,
+            num_replicas: replicas(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Job results, kept for a day so `hsync result JOB_ID` works after the fact.
+pub async fn results_bucket(js: &jetstream::Context, names: &Names) -> anyhow::Result<kv::Store> {
+    ensure_bucket(
+        js,
+        kv::Config {
+            bucket: names.bucket_results(),
+            max_age: Duration::from_secs(24 * 3600),
+            num_replicas: replicas(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// A durable pull consumer with explicit acks on `stream`.
+pub async fn durable_consumer(
+    stream: &stream::Stream,
+    durable: &str,
+    ack_wait: Duration,
+) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+    stream
+        .get_or_create_consumer(
+            durable,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(durable.to_string()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create consumer {durable}: {e}"))
+}
+
+/// Waits for the first message, then gathers more until `max` or until `window` has
+/// passed since the first: a batch forms as fast as messages arrive, and an idle
+/// consumer costs nothing. `None` on shutdown or when the stream ends.
+pub async fn next_batch(
+    messages: &mut jetstream::consumer::pull::Stream,
+    max: usize,
+    window: Duration,
+    shutdown: &mut crate::ShutdownSignal,
+) -> Option<Vec<jetstream::Message>> {
+    use futures::StreamExt;
+    let first = loop {
+        tokio::select! {
+            _ = shutdown.wait() => return None,
+            m = messages.next() => match m {
+                Some(Ok(m)) => break m,
+                Some(Err(e)) => {
+                    tracing::warn!("consumer: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None => return None,
+            },
+        }
+    };
+    let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + window;
+    while batch.len() < max.max(1) {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(m))) => batch.push(m),
+            Ok(Some(Err(e))) => {
+                tracing::warn!("consumer: {e}");
+                break;
+            }
+            _ => break,
+        }
+    }
+    Some(batch)
+}

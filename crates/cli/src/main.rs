@@ -1,0 +1,116 @@
+//! `hsync`: submit jobs, fetch and verify receipts, check services, and run a local
+//! cluster for development.
+
+mod cluster;
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use hsync_bus::BusConfig;
+
+#[derive(Parser, Debug)]
+#[command(name = "hsync", version, about = "HyperSync command-line tool")]
+struct Cli {
+    #[command(flatten)]
+    bus: BusConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start nats-server (JetStream) and the five services; Ctrl-C stops them all.
+    Up(cluster::UpArgs),
+    /// Stop a cluster started with `hsync up --detach`.
+    Down {
+        /// State directory given to `hsync up`.
+        #[arg(long, default_value = ".hsync")]
+        dir: PathBuf,
+    },
+    /// Submit a job (JSON file, or - for stdin), wait, print the JobResult as JSON.
+    Run {
+        job: PathBuf,
+        /// Wait for the steps' receipts and include them.
+        #[arg(long)]
+        wait_receipts: bool,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// Receipts: fetch, verify offline, get the log's verifier key.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Ping every service through $SRV and show their stats.
+    Status {
+        /// Print the raw $SRV answers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the example jobs, print their results and verify one receipt offline.
+    Demo {
+        /// Directory of example jobs.
+        #[arg(long, default_value = "examples/jobs")]
+        jobs: PathBuf,
+        /// Verifier key file (written by the receipt-signer).
+        #[arg(long, default_value = ".hsync/signer/signer.vkey")]
+        key: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReceiptCommand {
+    /// Fetch the receipt of an operation from the indexer (JSON on stdout).
+    Get { operation_id: String },
+    /// Verify a receipt (JSON file or -) offline: leaf → inclusion proof → root → signature.
+    Verify {
+        receipt: PathBuf,
+        /// Verifier key file (`<name>+<id>+<key>`), e.g. .hsync/signer/signer.vkey
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print the log's verifier key, as served by the receipt-signer.
+    Key,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HSYNC_CLI_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hsync: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hsync: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match cli.command {
+        Command::Up(args) => cluster::up(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Down { dir } => cluster::down(&dir).map(|_| ExitCode::SUCCESS),
+        Command::Run {
+            job,
+            wait_receipts,
+            timeout_ms,
+        } => commands::run(&cli.bus, &job, wait_receipts, timeout_ms).await,
+        Command::Receipt(ReceiptCommand::Get { operation_id }) => commands::receipt_get(&cli.bus, &operation_id).await,
+        Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
+        Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,
+        Command::Status { json } => commands::status(&cli.bus, json).await,
+        Command::Demo { jobs, key } => commands::demo(&cli.bus, &jobs, &key).await,
+    }
+}

@@ -1,0 +1,176 @@
+//! Typed clients for every HyperSync subject. A caller never builds a subject string or
+//! decodes a reply by hand: the runner calls [`PolicyClient`], the CLI calls
+//! [`JobClient`] and [`IndexClient`], and so on.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hsync_bus::{Bus, BusError};
+use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
+use hsync_protocol::job::{Job, JobResult};
+use hsync_protocol::operator::{OperatorCall, OperatorOutput};
+use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
+use hsync_protocol::receipt::{Receipt, VerifierKeys};
+use hsync_protocol::{ErrorCode, ErrorReply};
+
+/// Submits jobs.
+#[derive(Clone)]
+pub struct JobClient {
+    bus: Arc<Bus>,
+}
+
+impl JobClient {
+    pub fn new(bus: Arc<Bus>) -> Self {
+        JobClient { bus }
+    }
+
+    /// Runs a job over request/reply and waits for its result.
+    pub async fn run(&self, job: &Job, timeout: Duration) -> Result<JobResult, BusError> {
+        self.bus
+            .request_timeout_after(self.bus.names().jobs_run(), job, timeout)
+            .await
+    }
+}
+
+/// Asks the policy-evaluator.
+#[derive(Clone)]
+pub struct PolicyClient {
+    bus: Arc<Bus>,
+}
+
+impl PolicyClient {
+    pub fn new(bus: Arc<Bus>) -> Self {
+        PolicyClient { bus }
+    }
+
+    /// Evaluates many queries in one message; the answers come back in order.
+    pub async fn evaluate(&self, queries: Vec<PolicyQuery>) -> Result<Vec<PolicyDecision>, BusError> {
+        let n = queries.len();
+        let reply: PolicyEvalReply = self
+            .bus
+            .request(self.bus.names().policy_evaluate(), &PolicyEvalRequest { queries })
+            .await?;
+        if reply.decisions.len() != n {
+            return Err(BusError::Remote(ErrorReply::new(
+                ErrorCode::Internal,
+                format!("policy-evaluator answered {} decisions for {n} queries", reply.decisions.len()),
+            )));
+        }
+        Ok(reply.decisions)
+    }
+}
+
+/// Calls remote operator providers on `hsync.op.<operator>` or a given subject.
+#[derive(Clone)]
+pub struct OperatorClient {
+    bus: Arc<Bus>,
+}
+
+impl OperatorClient {
+    pub fn new(bus: Arc<Bus>) -> Self {
+        OperatorClient { bus }
+    }
+
+    pub async fn call(&self, subject: String, call: &OperatorCall) -> Result<OperatorOutput, BusError> {
+        self.bus.request(subject, call).await
+    }
+}
+
+/// Audit queries against the indexer, and the signer's verifier keys.
+#[derive(Clone)]
+pub struct IndexClient {
+    bus: Arc<Bus>,
+}
+
+impl IndexClient {
+    pub fn new(bus: Arc<Bus>) -> Self {
+        IndexClient { bus }
+    }
+
+    /// The receipt of one operation; `Ok(None)` when the indexer does not have it (yet).
+    pub async fn receipt_by_operation(&self, operation_id: &str) -> Result<Option<Receipt>, BusError> {
+        let r: Result<ReceiptReply, BusError> = self
+            .bus
+            .request(
+                self.bus.names().index_receipt_by_operation(),
+                &ReceiptByOperation {
+                    operation_id: operation_id.to_string(),
+                },
+            )
+            .await;
+        match r {
+            Ok(reply) => Ok(Some(reply.receipt)),
+            Err(BusError::Remote(e)) if e.code == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Polls until the receipt is indexed or `timeout` passes.
+    pub async fn wait_for_receipt(&self, operation_id: &str, timeout: Duration) -> Result<Option<Receipt>, BusError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(r) = self.receipt_by_operation(operation_id).await? {
+                return Ok(Some(r));
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    pub async fn receipts_by_job(&self, job_id: &str, cursor: Option<String>, limit: u32) -> Result<ReceiptPage, BusError> {
+        self.bus
+            .request(
+                self.bus.names().index_receipts_by_job(),
+                &ReceiptsByJob {
+                    job_id: job_id.to_string(),
+                    cursor,
+                    limit,
+                },
+            )
+            .await
+    }
+
+    pub async fn stats(&self) -> Result<IndexStats, BusError> {
+        self.bus.request(self.bus.names().index_stats(), &Empty {}).await
+    }
+
+    /// The receipt log's verifier keys, from the receipt-signer.
+    pub async fn verifier_keys(&self) -> Result<VerifierKeys, BusError> {
+        self.bus.request(self.bus.names().receipts_keys(), &Empty {}).await
+    }
+}
+
+/// NATS micro discovery: `$SRV.PING`, `$SRV.INFO`, `$SRV.STATS`.
+pub mod discovery {
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    /// Sends `$SRV.<verb>.<service>` and collects every answer that arrives within `wait`
+    /// (one per replica).
+    pub async fn collect(
+        client: &async_nats::Client,
+        verb: &str,
+        service: &str,
+        wait: Duration,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let inbox = client.new_inbox();
+        let mut sub = client.subscribe(inbox.clone()).await?;
+        client
+            .publish_with_reply(format!("$SRV.{verb}.{service}"), inbox, "".into())
+            .await?;
+        client.flush().await?;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, sub.next()).await {
+            if let Ok(v) = serde_json::from_slice(&msg.payload) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,67 @@
+//! The one error type of the crate.
+
+/// Everything that can go wrong in this crate. Every variant names the problem and the
+/// offending value so a caller can log it without extra context.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GeometryError {
+    /// The curvature magnitude `c` (the model has curvature −c) must be finite and > 0.
+    #[error("invalid curvature: c must be finite and > 0 (curvature is -c), got c = {c}")]
+    InvalidCurvature { c: f64 },
+
+    /// A point or tangent vector with no coordinates.
+    #[error("empty vector: points and tangent vectors need at least one coordinate")]
+    EmptyVector,
+
+    /// Two vectors that must live in the same space have different lengths.
+    #[error("dimension mismatch: expected {expected} coordinates, found {found}")]
+    DimensionMismatch { expected: usize, found: usize },
+
+    /// A NaN or infinite coordinate.
+    #[error("non-finite coordinate at index {index}: {value}")]
+    NonFiniteCoordinate { index: usize, value: f64 },
+
+    /// A NaN or infinite scalar argument (e.g. the factor of a Möbius scalar product).
+    #[error("non-finite scalar argument `{name}`: {value}")]
+    NonFiniteScalar { name: &'static str, value: f64 },
+
+    /// A point on or outside the boundary of the Poincaré ball.
+    #[error(
+        "point is not inside the Poincaré ball: its norm is {norm}, \
+         but points must have norm < 1/sqrt(c) = {radius}"
+    )]
+    OutsideBall { norm: f64, radius: f64 },
+
+    /// A geodesic needs at least its two endpoints.
+    #[error("a geodesic needs n >= 2 points (both endpoints included), got n = {n}")]
+    TooFewGeodesicPoints { n: usize },
+
+    /// A Lorentz point has d + 1 coordinates with d >= 1.
+    #[error(
+        "a Lorentz point needs at least 2 coordinates (time x0 plus >= 1 spatial), found {found}"
+    )]
+    LorentzDimension { found: usize },
+
+    /// A Lorentz point on the lower sheet (or the degenerate x0 = 0).
+    #[error("Lorentz point is not on the upper sheet: time coordinate x0 = {x0} must be > 0")]
+    LowerSheet { x0: f64 },
+
+    /// A Lorentz point too far from the hyperboloid ⟨x,x⟩_L = −1/c.
+    #[error(
+        "point is not on the hyperboloid <x,x>_L = -1/c: relative residual {residual} \
+         exceeds tolerance {tolerance} (use Lorentz::project to snap it)"
+    )]
+    OffHyperboloid { residual: f64, tolerance: f64 },
+
+    /// `pairwise_distances` would need a matrix with more than `usize::MAX` entries.
+    #[error("too many points for a pairwise distance matrix: n = {n}")]
+    TooManyPoints { n: usize },
+
+    /// An intermediate or final value overflowed. Only reachable with coordinates near the
+    /// f64 range limits or extreme curvatures; reported instead of returning NaN/inf.
+    #[error("numerical overflow: {operation} produced a non-finite value")]
+    NonFiniteResult { operation: &'static str },
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = GeometryError> = std::result::Result<T, E>;

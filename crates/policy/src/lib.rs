@@ -1,0 +1,939 @@
+#![forbid(unsafe_code)]
+//! Cedar policy evaluation for HyperSync.
+//!
+//! Every step of a job is checked twice: before the operator runs (`pre`) and
+//! after it produced its output (`post`). Each check is one Cedar authorization
+//! request built from the step, evaluated against the stored policies.
+//!
+//! # How a step maps to a Cedar request
+//!
+//! | Cedar       | HyperSync                                                                 |
+//! |-------------|---------------------------------------------------------------------------|
+//! | `principal` | `Hsync::User::"<submitter>"`: the user who submitted the job (no attributes) |
+//! | `action`    | `Hsync::Action::"pre"` before the operator runs, `Hsync::Action::"post"` after |
+//! | `resource`  | `Hsync::Operator::"<operator id>"` (see below)                             |
+//! | `context`   | the step state: `job_id`, `node_id`, numeric parameters, argument sizes, and for `post` a summary of the output |
+//!
+//! The operator entity carries its capabilities twice, so policies can use
+//! whichever reads best:
+//!
+//! * as **parents**: an operator with capability `embedding` is a member of
+//!   `Hsync::Capability::"embedding"`, so
+//!   `resource in Hsync::Capability::"embedding"` matches it;
+//! * as the **attribute** `capabilities` (a `Set<String>`), so
+//!   `resource.capabilities.contains("embedding")` matches it too.
+//!
+//! # How context values are converted
+//!
+//! The context is a JSON object; each value becomes a Cedar value:
+//!
+//! | JSON                                  | Cedar                                                   |
+//! |---------------------------------------|---------------------------------------------------------|
+//! | string                                | `String`                                                |
+//! | `true` / `false`                      | `Bool`                                                  |
+//! | integer (fits in 64-bit signed)       | `Long`                                                  |
+//! | any other number (`0.75`, `2.0`, `1e3`) | `decimal`, rounded to 4 fractional digits             |
+//! | array                                 | `Set` (duplicates collapse, order is lost)              |
+//! | object                                | record                                                  |
+//! | `null`                                | the attribute is left out (`context has x` is false)    |
+//!
+//! Cedar decimals have exactly 4 fractional digits and range over
+//! ±922337203685477.5807. A number outside that range, `NaN`, an infinity or an
+//! integer beyond 64 bits cannot be represented: the request is then **denied**
+//! with an error naming the attribute. Nesting deeper than
+//! [`MAX_CONTEXT_DEPTH`] or more than [`MAX_CONTEXT_VALUES`] values are denied
+//! the same way.
+//!
+//! Decimals are compared with methods, not operators:
+//! `context.curvature.greaterThan(decimal("0.5"))`, `.lessThan(..)`,
+//! `.lessThanOrEqual(..)`, `.greaterThanOrEqual(..)`. (`<` on a decimal is a
+//! type error in Cedar, which denies.) A parameter given as a whole number
+//! (`3`) is a `Long`, and one given as `3.0` is a `decimal`; when a schema
+//! declares the attribute as `decimal`, whole numbers are converted to decimals
+//! too, so producers need not care.
+//!
+//! # Schemas
+//!
+//! Without a schema, policies are only parsed. With a schema (Cedar's
+//! human-readable syntax; [`DEFAULT_SCHEMA`] is a starting point), every
+//! policy is also validated strictly when loaded, and each request and its
+//! entities are checked against it. The schema must declare the entity types
+//! `Hsync::User`, `Hsync::Operator` (member of `Hsync::Capability`, with
+//! `capabilities: Set<String>`) and `Hsync::Capability`, and the actions
+//! `pre` and `post`. Context attributes the schema does not declare for the
+//! action are dropped before evaluation: a validated policy cannot read them
+//! anyway, and this way a step with an extra parameter is not denied merely
+//! for having it.
+//!
+//! # Decisions
+//!
+//! Cedar's rules apply: a `forbid` that matches wins over any `permit`, and
+//! when no `permit` matches the step is denied. On top of that, evaluation
+//! **fails closed**: if any policy raises an error (say it reads
+//! `context.dimension` on a step without that parameter — guard with
+//! `context has dimension`), the step is denied and the error is reported.
+//! When no policy is stored at all, [`PolicyEngine::permit_all`] allows
+//! everything. An engine built with [`PolicyEngine::new`] from an empty list
+//! denies everything, as Cedar does.
+//!
+//! [`Decision::policies`] names the policies that decided: the matching
+//! `permit`s for an allow, the matching `forbid`s (and erring policies) for a
+//! deny, or `default:deny` when nothing matched and `default:no-policies` for
+//! the permit-all engine.
+//!
+//! # Example
+//!
+//! ```
+//! use hsync_policy::{EvalInput, PolicyEngine, Stage};
+//!
+//! let engine = PolicyEngine::new(
+//!     [(
+//!         "small-embeddings".to_string(),
+//!         r#"permit(principal, action == Hsync::Action::"pre", resource in Hsync::Capability::"embedding")
+//!            when { context has dimension && context.dimension < 64 };"#
+//!             .to_string(),
+//!     )],
+//!     None,
+//! )
+//! .unwrap();
+//!
+//! let context = serde_json::json!({ "job_id": "j1", "node_id": "n1", "dimension": 32 });
+//! let decision = engine.evaluate(&EvalInput {
+//!     principal: "alice",
+//!     stage: Stage::Pre,
+//!     operator: "embed",
+//!     capabilities: &["embedding".to_string()],
+//!     context: context.as_object().unwrap(),
+//! });
+//! assert!(decision.allowed);
+//! assert_eq!(decision.policies, ["small-embeddings"]);
+//! ```
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use cedar_policy::{
+    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, Entity,
+    EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
+};
+use miette::Diagnostic;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::{debug, warn};
+
+/// A Cedar schema (human-readable syntax) for the mapping described in the
+/// crate documentation.
+///
+/// `job_id` and `node_id` are always present in a step's context. The other
+/// context attributes are optional examples — a deployment adds its operators'
+/// parameters here, and policies must test them with `has` before use
+/// (`context has dimension && context.dimension < 64`).
+pub const DEFAULT_SCHEMA: &str = r#"namespace Hsync {
+  // The job's submitter.
+  entity User;
+  // A capability an operator declares; operators are its members.
+  entity Capability;
+  entity Operator in [Capability] {
+    capabilities: Set<String>,
+  };
+
+  type StepContext = {
+    job_id: String,
+    node_id: String,
+    // Example parameters; extend with your operators' own.
+    dimension?: Long,
+    curvature?: decimal,
+  };
+
+  // "pre" runs before the operator, "post" after it.
+  action pre, post appliesTo {
+    principal: [User],
+    resource: [Operator],
+    context: StepContext,
+  };
+}
+"#;
+
+/// Largest accepted policy text, in bytes. Real policies are a few hundred
+/// bytes; the cap keeps a hostile upload from costing parse time and memory.
+pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+
+/// Deepest accepted bracket nesting (`(`, `[`, `{`) in a policy text. Cedar
+/// turns the parse tree into an AST recursively, so unbounded nesting could
+/// exhaust the stack; no sensible policy comes close.
+pub const MAX_POLICY_NESTING: usize = 32;
+
+/// Deepest accepted nesting of arrays/objects in a context (the context object
+/// itself is level 1). Conversion is recursive; the bound keeps it safe.
+pub const MAX_CONTEXT_DEPTH: usize = 32;
+
+/// Most JSON values (of any kind, nested ones included) accepted in a context.
+pub const MAX_CONTEXT_VALUES: usize = 100_000;
+
+/// Name in [`Decision::policies`] when the permit-all engine decided.
+pub const DEFAULT_NO_POLICIES: &str = "default:no-policies";
+/// Name in [`Decision::policies`] when no policy matched (Cedar's default deny).
+pub const DEFAULT_DENY: &str = "default:deny";
+
+const NAMESPACE: &str = "Hsync";
+const USER_TYPE: &str = "Hsync::User";
+const OPERATOR_TYPE: &str = "Hsync::Operator";
+const CAPABILITY_TYPE: &str = "Hsync::Capability";
+const CAPABILITIES_ATTR: &str = "capabilities";
+/// Pseudo policy id for errors that are not any policy's fault (bad context).
+const REQUEST_ERROR_ID: &str = "request";
+
+/// When a step is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Before the operator runs: `Hsync::Action::"pre"`.
+    Pre,
+    /// After the operator ran, with its output summary: `Hsync::Action::"post"`.
+    Post,
+}
+
+impl Stage {
+    /// The Cedar action id (`"pre"` or `"post"`).
+    pub fn action_id(self) -> &'static str {
+        match self {
+            Stage::Pre => "pre",
+            Stage::Post => "post",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Stage::Pre => 0,
+            Stage::Post => 1,
+        }
+    }
+}
+
+/// One question: may `principal` do `stage` on `operator` in this `context`?
+#[derive(Clone, Copy, Debug)]
+pub struct EvalInput<'a> {
+    /// The job's submitter: `Hsync::User::"<principal>"`.
+    pub principal: &'a str,
+    /// `Hsync::Action::"pre"` or `Hsync::Action::"post"`.
+    pub stage: Stage,
+    /// The operator id: `Hsync::Operator::"<operator>"`.
+    pub operator: &'a str,
+    /// The operator's capabilities: its parents `Hsync::Capability::"<cap>"`
+    /// and its `capabilities` attribute.
+    pub capabilities: &'a [String],
+    /// Step state: `job_id`, `node_id`, numeric parameters, and for `post` an
+    /// output summary. Converted as described in the crate documentation.
+    pub context: &'a Map<String, Value>,
+}
+
+/// The answer to one [`EvalInput`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Ids of the determining policies, sorted; or [`DEFAULT_NO_POLICIES`] /
+    /// [`DEFAULT_DENY`] when no stored policy decided.
+    pub policies: Vec<String>,
+    /// `"<policy id>: <message>"` for each evaluation error (any error denies).
+    /// Problems with the request itself (e.g. an unrepresentable context
+    /// value) are reported as `"request: <message>"`.
+    pub errors: Vec<String>,
+}
+
+/// Why a policy, policy set or schema was rejected. The `Display` output
+/// carries Cedar's diagnostics (message, `line:column`, help).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The text is not valid Cedar.
+    #[error("policy `{id}` does not parse: {}", .diagnostics.join("; "))]
+    Parse { id: String, diagnostics: Vec<String> },
+    /// The text parses but is not exactly one static policy (several
+    /// policies, none, or a template with `?principal`/`?resource` slots).
+    #[error("policy `{id}` must contain exactly one static policy: {reason}")]
+    NotSinglePolicy { id: String, reason: String },
+    /// The text is too large or too deeply nested to be parsed safely.
+    #[error("policy `{id}` rejected: {reason}")]
+    TooComplex { id: String, reason: String },
+    /// Strict validation against the schema failed.
+    #[error("policy `{id}` fails validation against the schema: {}", .diagnostics.join("; "))]
+    Validation { id: String, diagnostics: Vec<String> },
+    /// Two policies share an id.
+    #[error("duplicate policy id `{id}`")]
+    DuplicateId { id: String },
+    /// The schema does not parse or lacks what the mapping needs.
+    #[error("invalid Cedar schema: {}", .diagnostics.join("; "))]
+    Schema { diagnostics: Vec<String> },
+}
+
+impl PolicyError {
+    /// The id of the offending policy, if a single policy is at fault.
+    pub fn policy_id(&self) -> Option<&str> {
+        match self {
+            PolicyError::Parse { id, .. }
+            | PolicyError::NotSinglePolicy { id, .. }
+            | PolicyError::TooComplex { id, .. }
+            | PolicyError::Validation { id, .. }
+            | PolicyError::DuplicateId { id } => Some(id),
+            PolicyError::Schema { .. } => None,
+        }
+    }
+}
+
+/// Evaluates steps against a parsed (and, with a schema, validated) policy set.
+///
+/// Build it once per policy revision and share it (it is `Send + Sync`);
+/// [`PolicyEngine::evaluate`] only builds the request and runs Cedar.
+pub struct PolicyEngine {
+    /// `None` is the permit-all engine used when no policy is stored.
+    loaded: Option<Loaded>,
+}
+
+struct Loaded {
+    policies: PolicySet,
+    /// In the order given, for [`PolicyEngine::policy_ids`].
+    ids: Vec<String>,
+    schema: Option<Schema>,
+    /// Declared context attributes for `pre` and `post` (indexed by
+    /// [`Stage::index`]); `None` when there is no schema or its context type
+    /// could not be read, in which case the context is passed through whole.
+    context_shapes: [Option<ContextShape>; 2],
+    authorizer: Authorizer,
+    user_type: EntityTypeName,
+    operator_type: EntityTypeName,
+    capability_type: EntityTypeName,
+    actions: [EntityUid; 2],
+}
+
+/// Top-level context attributes a schema declares for one action.
+#[derive(Clone, Debug, Default)]
+struct ContextShape {
+    /// Attribute name → declared as `decimal`.
+    attrs: HashMap<String, bool>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.loaded {
+            None => f.write_str("PolicyEngine(permit-all)"),
+            Some(l) => f
+                .debug_struct("PolicyEngine")
+                .field("policies", &l.ids)
+                .field("schema", &l.schema.is_some())
+                .finish(),
+        }
+    }
+}
+
+impl PolicyEngine {
+    /// The engine used when no policy is stored: every step is allowed, and
+    /// the decision names [`DEFAULT_NO_POLICIES`].
+    pub fn permit_all() -> Self {
+        Self { loaded: None }
+    }
+
+    /// Parses every `(id, cedar text)` pair once; with a `schema` (Cedar
+    /// human-readable syntax) also validates them strictly.
+    ///
+    /// Each text must hold exactly one static policy, which keeps its id.
+    /// Fails on the first bad policy, naming it.
+    pub fn new(
+        policies: impl IntoIterator<Item = (String, String)>,
+        schema: Option<&str>,
+    ) -> Result<Self, PolicyError> {
+        let schema = schema.map(load_schema).transpose()?;
+        let mut set = PolicySet::new();
+        let mut ids = Vec::new();
+        for (id, text) in policies {
+            let policy = parse_single(&id, &text)?;
+            if set.add(policy).is_err() {
+                // The only way adding a fresh static policy fails is a clash of ids.
+                return Err(PolicyError::DuplicateId { id });
+            }
+            ids.push(id);
+        }
+
+        let mut context_shapes = [None, None];
+        if let Some((schema, src)) = &schema {
+            validate_set(schema, &set, &ids)?;
+            context_shapes = [
+                context_shape(src, Stage::Pre),
+                context_shape(src, Stage::Post),
+            ];
+        }
+
+        let action = |stage: Stage| {
+            EntityUid::from_type_name_and_id(
+                type_name(&format!("{NAMESPACE}::Action")),
+                EntityId::new(stage.action_id()),
+            )
+        };
+        Ok(Self {
+            loaded: Some(Loaded {
+                policies: set,
+                ids,
+                schema: schema.map(|(s, _)| s),
+                context_shapes,
+                authorizer: Authorizer::new(),
+                user_type: type_name(USER_TYPE),
+                operator_type: type_name(OPERATOR_TYPE),
+                capability_type: type_name(CAPABILITY_TYPE),
+                actions: [action(Stage::Pre), action(Stage::Post)],
+            }),
+        })
+    }
+
+    /// Ids of the loaded policies, in the order given to [`PolicyEngine::new`]
+    /// (empty for the permit-all engine).
+    pub fn policy_ids(&self) -> Vec<String> {
+        self.loaded
+            .as_ref()
+            .map(|l| l.ids.clone())
+            .unwrap_or_default()
+    }
+
+    /// Decides one step. Never panics on hostile input; anything that cannot
+    /// be evaluated cleanly is denied with an explanation in
+    /// [`Decision::errors`].
+    pub fn evaluate(&self, input: &EvalInput) -> Decision {
+        let Some(loaded) = &self.loaded else {
+            return Decision {
+                allowed: true,
+                policies: vec![DEFAULT_NO_POLICIES.to_string()],
+                errors: Vec::new(),
+            };
+        };
+        let decision = loaded.evaluate(input);
+        if decision.errors.is_empty() {
+            debug!(
+                principal = input.principal,
+                operator = input.operator,
+                stage = input.stage.action_id(),
+                allowed = decision.allowed,
+                policies = ?decision.policies,
+                "policy decision"
+            );
+        } else {
+            warn!(
+                principal = input.principal,
+                operator = input.operator,
+                stage = input.stage.action_id(),
+                errors = ?decision.errors,
+                "policy evaluation failed; denying"
+            );
+        }
+        decision
+    }
+}
+
+impl Loaded {
+    fn evaluate(&self, input: &EvalInput) -> Decision {
+        let (request, entities) = match self.build(input) {
+            Ok(built) => built,
+            Err(message) => {
+                return Decision {
+                    allowed: false,
+                    policies: vec![DEFAULT_DENY.to_string()],
+                    errors: vec![format!("{REQUEST_ERROR_ID}: {message}")],
+                }
+            }
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+
+        let mut errors = Vec::new();
+        let mut erring = BTreeSet::new();
+        for error in response.diagnostics().errors() {
+            match error {
+                AuthorizationError::PolicyEvaluationError(e) => {
+                    let id = e.policy_id().to_string();
+                    errors.push(format!("{id}: {}", render(e.inner(), None)));
+                    erring.insert(id);
+                }
+                // Fail closed on any future kind of error too.
+                #[allow(unreachable_patterns)]
+                other => errors.push(format!("{REQUEST_ERROR_ID}: {}", render(other, None))),
+            }
+        }
+        let reasons: BTreeSet<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        let cedar_allowed = response.decision() == CedarDecision::Allow;
+
+        if !errors.is_empty() {
+            errors.sort();
+            // The permits that matched do not decide a failed-closed deny; the
+            // erring policies do, along with any forbid that matched.
+            let mut policies = erring;
+            if !cedar_allowed {
+                policies.extend(reasons);
+            }
+            let mut policies: Vec<String> = policies.into_iter().collect();
+            if policies.is_empty() {
+                policies.push(DEFAULT_DENY.to_string());
+            }
+            return Decision {
+                allowed: false,
+                policies,
+                errors,
+            };
+        }
+        let mut policies: Vec<String> = reasons.into_iter().collect();
+        if policies.is_empty() {
+            // Only a deny can have no reason: nothing matched.
+            policies.push(DEFAULT_DENY.to_string());
+        }
+        Decision {
+            allowed: cedar_allowed,
+            policies,
+            errors,
+        }
+    }
+
+    fn build(&self, input: &EvalInput) -> Result<(Request, Entities), String> {
+        let stage = input.stage.index();
+        let shape = self.context_shapes[stage].as_ref();
+
+        let mut budget = MAX_CONTEXT_VALUES;
+        let mut pairs = Vec::with_capacity(input.context.len());
+        for (key, value) in input.context {
+            let declared_decimal = match shape {
+                // Not declared for this action: no validated policy can read it.
+                Some(shape) => match shape.attrs.get(key) {
+                    Some(is_decimal) => *is_decimal,
+                    None => continue,
+                },
+                None => false,
+            };
+            let converted = if declared_decimal && is_integer(value) {
+                // The schema says decimal; accept producers that sent `3` for `3.0`.
+                Some(RestrictedExpression::new_decimal(format!("{value}.0")))
+            } else {
+                to_cedar(value, 2, &mut budget).map_err(|e| e.at(key).to_string())?
+            };
+            if let Some(expr) = converted {
+                pairs.push((key.clone(), expr));
+            }
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| render(&e, None))?;
+
+        let principal =
+            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(input.principal));
+        let resource = EntityUid::from_type_name_and_id(
+            self.operator_type.clone(),
+            EntityId::new(input.operator),
+        );
+        let action = self.actions[stage].clone();
+        let schema = self.schema.as_ref();
+        let request = Request::new(principal.clone(), action, resource.clone(), context, schema)
+            .map_err(|e| render(&e, None))?;
+
+        let capabilities: BTreeSet<&str> = input.capabilities.iter().map(String::as_str).collect();
+        let cap_uids: Vec<EntityUid> = capabilities
+            .iter()
+            .map(|c| EntityUid::from_type_name_and_id(self.capability_type.clone(), EntityId::new(c)))
+            .collect();
+        let operator = Entity::new(
+            resource,
+            HashMap::from([(
+                CAPABILITIES_ATTR.to_string(),
+                RestrictedExpression::new_set(
+                    capabilities
+                        .iter()
+                        .map(|c| RestrictedExpression::new_string((*c).to_string())),
+                ),
+            )]),
+            cap_uids.iter().cloned().collect::<HashSet<_>>(),
+        )
+        .map_err(|e| render(&e, None))?;
+        let entities = Entities::from_entities(
+            std::iter::once(Entity::new_no_attrs(principal, HashSet::new()))
+                .chain(std::iter::once(operator))
+                .chain(
+                    cap_uids
+                        .into_iter()
+                        .map(|uid| Entity::new_no_attrs(uid, HashSet::new())),
+                ),
+            schema,
+        )
+        .map_err(|e| render(&e, None))?;
+        Ok((request, entities))
+    }
+}
+
+/// Parses `text` as one static policy with id `id`; with a `schema` (Cedar
+/// human-readable syntax) also validates it strictly.
+pub fn validate_policy(id: &str, text: &str, schema: Option<&str>) -> Result<(), PolicyError> {
+    let policy = parse_single(id, text)?;
+    if let Some(schema) = schema {
+        let (schema, _) = load_schema(schema)?;
+        let mut set = PolicySet::new();
+        set.add(policy)
+            .map_err(|_| PolicyError::DuplicateId { id: id.to_string() })?;
+        validate_set(&schema, &set, &[id.to_string()])?;
+    }
+    Ok(())
+}
+
+fn type_name(name: &str) -> EntityTypeName {
+    // Only called with the constant names above, which are valid.
+    EntityTypeName::from_str(name).expect("constant entity type name is valid")
+}
+
+/// Rejects texts that are too large or nested too deeply before Cedar sees
+/// them, then parses exactly one static policy.
+fn parse_single(id: &str, text: &str) -> Result<Policy, PolicyError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(PolicyError::TooComplex {
+            id: id.to_string(),
+            reason: format!(
+                "text is {} bytes, more than the limit of {MAX_POLICY_BYTES}",
+                text.len()
+            ),
+        });
+    }
+    if let Some(depth) = nesting_exceeds(text, MAX_POLICY_NESTING) {
+        return Err(PolicyError::TooComplex {
+            id: id.to_string(),
+            reason: format!(
+                "brackets nest deeper than {MAX_POLICY_NESTING} levels (at byte {depth})"
+            ),
+        });
+    }
+    match Policy::parse(Some(PolicyId::new(id)), text) {
+        Ok(policy) => Ok(policy),
+        Err(errors) => {
+            // Cedar's message for a text holding two policies or a template is
+            // an unexpected-token or "expected a static policy" error; check
+            // the usual mistakes to say what is actually wrong.
+            if let Ok(set) = PolicySet::from_str(text) {
+                let statics = set.policies().count();
+                let templates = set.templates().count();
+                let reason = if templates > 0 {
+                    Some(format!(
+                        "found a template (a policy with `?principal`/`?resource` slots); \
+                         templates are not supported"
+                    ))
+                } else if statics != 1 {
+                    Some(format!("found {statics} policies; store each under its own id"))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    return Err(PolicyError::NotSinglePolicy {
+                        id: id.to_string(),
+                        reason,
+                    });
+                }
+            }
+            Err(PolicyError::Parse {
+                id: id.to_string(),
+                diagnostics: errors.iter().map(|e| render(e, Some(text))).collect(),
+            })
+        }
+    }
+}
+
+/// Returns the byte offset where bracket nesting first exceeds `max`, ignoring
+/// brackets inside string literals and `//` comments.
+fn nesting_exceeds(text: &str, max: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip the string literal, honouring backslash escapes.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(i);
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Parses a human-readable Cedar schema and checks it declares what the
+/// request mapping uses, so a wrong schema fails at load time rather than
+/// denying every step. Returns the schema and its source.
+fn load_schema(src: &str) -> Result<(Schema, String), PolicyError> {
+    let schema = match Schema::from_cedarschema_str(src) {
+        Ok((schema, warnings)) => {
+            for w in warnings {
+                warn!(warning = %w, "Cedar schema warning");
+            }
+            schema
+        }
+        Err(e) => {
+            return Err(PolicyError::Schema {
+                diagnostics: vec![render(&e, Some(src))],
+            })
+        }
+    };
+    let mut missing = Vec::new();
+    let types: HashSet<String> = schema.entity_types().map(ToString::to_string).collect();
+    for t in [USER_TYPE, OPERATOR_TYPE, CAPABILITY_TYPE] {
+        if !types.contains(t) {
+            missing.push(format!("entity type `{t}` is not declared"));
+        }
+    }
+    let actions: HashSet<String> = schema.actions().map(ToString::to_string).collect();
+    for stage in [Stage::Pre, Stage::Post] {
+        let uid = format!("{NAMESPACE}::Action::\"{}\"", stage.action_id());
+        if !actions.contains(&uid) {
+            missing.push(format!("action `{uid}` is not declared"));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(PolicyError::Schema {
+            diagnostics: missing,
+        });
+    }
+    Ok((schema, src.to_string()))
+}
+
+/// Strictly validates `set`; reports the first policy (in `ids` order) that fails.
+fn validate_set(schema: &Schema, set: &PolicySet, ids: &[String]) -> Result<(), PolicyError> {
+    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
+    for w in result.validation_warnings() {
+        warn!(policy = %w.policy_id(), warning = %w, "Cedar validation warning");
+    }
+    if result.validation_passed() {
+        return Ok(());
+    }
+    let mut by_id: HashMap<String, Vec<String>> = HashMap::new();
+    for e in result.validation_errors() {
+        let id = e.policy_id().to_string();
+        let text = set.policy(e.policy_id()).map(ToString::to_string);
+        by_id
+            .entry(id)
+            .or_default()
+            .push(render(e, text.as_deref()));
+    }
+    let id = ids
+        .iter()
+        .find(|id| by_id.contains_key(*id))
+        .cloned()
+        .or_else(|| by_id.keys().min().cloned())
+        .unwrap_or_default();
+    let diagnostics = by_id.remove(&id).unwrap_or_default();
+    Err(PolicyError::Validation { id, diagnostics })
+}
+
+/// Renders a Cedar diagnostic as one line: message, `line:column` of its first
+/// label when the source is known, and help.
+fn render(diag: &(impl Diagnostic + ?Sized), src: Option<&str>) -> String {
+    let mut out = diag.to_string();
+    if let (Some(src), Some(mut labels)) = (src, diag.labels()) {
+        if let Some(label) = labels.next() {
+            let offset = label.offset().min(src.len());
+            let before = src.get(..offset).unwrap_or(src);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+            let _ = write!(out, " (at {line}:{column})");
+        }
+    }
+    if let Some(help) = diag.help() {
+        let _ = write!(out, " (help: {help})");
+    }
+    out
+}
+
+/// Reads the context attributes the schema declares for `stage`'s action,
+/// from the schema's JSON form (the `Schema` API does not expose them).
+/// Returns `None` when the shape cannot be read, leaving the context whole.
+fn context_shape(src: &str, stage: Stage) -> Option<ContextShape> {
+    let (fragment, _) = SchemaFragment::from_cedarschema_str(src).ok()?;
+    let json = fragment.to_json_value().ok()?;
+    let ns = json.get(NAMESPACE)?;
+    let context = ns
+        .get("actions")?
+        .get(stage.action_id())?
+        .get("appliesTo")?
+        .get("context");
+    let Some(context) = context else {
+        // No context declared: it must be an empty record.
+        return Some(ContextShape::default());
+    };
+    let record = resolve_common(ns, context)?;
+    if record.get("type")?.as_str()? != "Record" {
+        return None;
+    }
+    let attrs = record
+        .get("attributes")?
+        .as_object()?
+        .iter()
+        .map(|(name, ty)| {
+            let ty = resolve_common(ns, ty).unwrap_or(ty);
+            (name.clone(), is_decimal_type(ty))
+        })
+        .collect();
+    Some(ContextShape { attrs })
+}
+
+/// Follows a reference to a common type declared in namespace `ns`.
+fn resolve_common<'a>(ns: &'a Value, ty: &'a Value) -> Option<&'a Value> {
+    let name = match ty.get("type")?.as_str()? {
+        "EntityOrCommon" => ty.get("name")?.as_str()?,
+        "Record" | "Set" | "Entity" | "Extension" | "String" | "Long" | "Boolean" => {
+            return Some(ty)
+        }
+        other => other,
+    };
+    let name = name.strip_prefix("Hsync::").unwrap_or(name);
+    match ns.get("commonTypes").and_then(|c| c.get(name)) {
+        Some(common) => Some(common),
+        // Not a common type (e.g. an extension type named directly): as is.
+        None => Some(ty),
+    }
+}
+
+fn is_decimal_type(ty: &Value) -> bool {
+    let name = match ty.get("type").and_then(Value::as_str) {
+        Some("Extension" | "EntityOrCommon") => ty.get("name").and_then(Value::as_str),
+        other => other,
+    };
+    matches!(name, Some("decimal" | "__cedar::decimal"))
+}
+
+fn is_integer(value: &Value) -> bool {
+    matches!(value, Value::Number(n) if n.is_i64() || n.is_u64())
+}
+
+/// A context value that cannot be represented in Cedar, with its path.
+#[derive(Debug)]
+struct ContextError {
+    /// Innermost segment last once built; stored reversed while unwinding.
+    path: Vec<String>,
+    message: String,
+}
+
+impl ContextError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    fn at(mut self, segment: &str) -> Self {
+        self.path.push(segment.to_string());
+        self
+    }
+}
+
+impl std::fmt::Display for ContextError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("context")?;
+        for segment in self.path.iter().rev() {
+            write!(f, ".{segment}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Converts one JSON value (at nesting `depth`, the context object being 1).
+/// `Ok(None)` means "leave out" (JSON `null`).
+fn to_cedar(
+    value: &Value,
+    depth: usize,
+    budget: &mut usize,
+) -> Result<Option<RestrictedExpression>, ContextError> {
+    if *budget == 0 {
+        return Err(ContextError::new(format!(
+            "more than {MAX_CONTEXT_VALUES} values in the context"
+        )));
+    }
+    *budget -= 1;
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                RestrictedExpression::new_long(i)
+            } else if n.is_u64() {
+                return Err(ContextError::new(format!(
+                    "integer {n} does not fit in a Cedar Long (64-bit signed)"
+                )));
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                RestrictedExpression::new_decimal(f64_to_decimal(f).map_err(ContextError::new)?)
+            }
+        }
+        Value::Array(_) | Value::Object(_) if depth > MAX_CONTEXT_DEPTH => {
+            return Err(ContextError::new(format!(
+                "nested more than {MAX_CONTEXT_DEPTH} levels deep"
+            )));
+        }
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                if let Some(e) =
+                    to_cedar(item, depth + 1, budget).map_err(|e| e.at(&format!("[{i}]")))?
+                {
+                    out.push(e);
+                }
+            }
+            RestrictedExpression::new_set(out)
+        }
+        Value::Object(map) => {
+            let mut out = Vec::with_capacity(map.len());
+            for (k, v) in map {
+                if let Some(e) = to_cedar(v, depth + 1, budget).map_err(|e| e.at(k))? {
+                    out.push((k.clone(), e));
+                }
+            }
+            // Keys of a JSON object are unique, so this cannot fail; report
+            // rather than panic all the same.
+            RestrictedExpression::new_record(out).map_err(|e| ContextError::new(e.to_string()))?
+        }
+    }))
+}
+
+/// Largest magnitude (in units of 10^-4) a Cedar decimal holds: 2^63.
+const DECIMAL_SCALE: f64 = 10_000.0;
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
+/// Formats `x` as a Cedar decimal literal, rounded to 4 fractional digits
+/// (half away from zero).
+fn f64_to_decimal(x: f64) -> Result<String, String> {
+    if !x.is_finite() {
+        return Err(format!("{x} is not a finite number"));
+    }
+    let scaled = (x * DECIMAL_SCALE).round();
+    // i64 covers [-2^63, 2^63); both bounds are exact in f64.
+    if !(-TWO_POW_63..TWO_POW_63).contains(&scaled) {
+        return Err(format!(
+            "{x} is outside the range of a Cedar decimal (±922337203685477.5807)"
+        ));
+    }
+    // In range by the check above, so the cast is exact.
+    let units = scaled as i64;
+    let sign = if units < 0 { "-" } else { "" };
+    let abs = units.unsigned_abs();
+    Ok(format!("{sign}{}.{:04}", abs / 10_000, abs % 10_000))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,696 @@
+//! Unit and property tests. Each test asserts an outcome that a plausible bug
+//! (wrong mapping, fail-open, lost id, panic) would change.
+
+use super::*;
+use proptest::prelude::*;
+use serde_json::json;
+
+fn ctx(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("test context must be an object, got {other}"),
+    }
+}
+
+fn engine(policies: &[(&str, &str)]) -> PolicyEngine {
+    PolicyEngine::new(
+        policies
+            .iter()
+            .map(|(id, text)| (id.to_string(), text.to_string())),
+        None,
+    )
+    .expect("test policies are valid")
+}
+
+fn schema_engine(policies: &[(&str, &str)]) -> PolicyEngine {
+    PolicyEngine::new(
+        policies
+            .iter()
+            .map(|(id, text)| (id.to_string(), text.to_string())),
+        Some(DEFAULT_SCHEMA),
+    )
+    .expect("test policies validate against the default schema")
+}
+
+struct Step<'a> {
+    principal: &'a str,
+    stage: Stage,
+    operator: &'a str,
+    capabilities: Vec<String>,
+    context: Map<String, Value>,
+}
+
+impl<'a> Step<'a> {
+    fn new(context: Value) -> Self {
+        Self {
+            principal: "alice",
+            stage: Stage::Pre,
+            operator: "embed",
+            capabilities: vec!["embedding".to_string()],
+            context: ctx(context),
+        }
+    }
+
+    fn run(&self, engine: &PolicyEngine) -> Decision {
+        engine.evaluate(&EvalInput {
+            principal: self.principal,
+            stage: self.stage,
+            operator: self.operator,
+            capabilities: &self.capabilities,
+            context: &self.context,
+        })
+    }
+}
+
+fn base() -> Value {
+    json!({ "job_id": "j1", "node_id": "n1" })
+}
+
+fn with(extra: Value) -> Value {
+    let mut v = base();
+    if let (Value::Object(a), Value::Object(b)) = (&mut v, extra) {
+        a.extend(b);
+    }
+    v
+}
+
+const PERMIT_ALL: &str = "permit(principal, action, resource);";
+
+// ---------------------------------------------------------------- decisions
+
+#[test]
+fn permit_allows_and_names_the_policy() {
+    let d = Step::new(base()).run(&engine(&[("allow-all", PERMIT_ALL)]));
+    assert!(d.allowed);
+    assert_eq!(d.policies, ["allow-all"]);
+    assert!(d.errors.is_empty());
+}
+
+#[test]
+fn no_matching_permit_denies_by_default() {
+    let e = engine(&[("bob-only", r#"permit(principal == Hsync::User::"bob", action, resource);"#)]);
+    let d = Step::new(base()).run(&e);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, [DEFAULT_DENY]);
+    assert!(d.errors.is_empty());
+}
+
+#[test]
+fn forbid_overrides_permit() {
+    let e = engine(&[
+        ("allow", PERMIT_ALL),
+        ("no-shell", r#"forbid(principal, action, resource == Hsync::Operator::"shell");"#),
+    ]);
+    let mut step = Step::new(base());
+    step.operator = "shell";
+    let d = step.run(&e);
+    assert!(!d.allowed, "forbid must win over permit");
+    assert_eq!(d.policies, ["no-shell"]);
+
+    step.operator = "embed";
+    let d = step.run(&e);
+    assert!(d.allowed);
+    assert_eq!(d.policies, ["allow"]);
+}
+
+#[test]
+fn policies_lists_every_determining_policy_sorted() {
+    let e = engine(&[
+        ("z-any", PERMIT_ALL),
+        ("a-alice", r#"permit(principal == Hsync::User::"alice", action, resource);"#),
+        ("m-bob", r#"permit(principal == Hsync::User::"bob", action, resource);"#),
+    ]);
+    let d = Step::new(base()).run(&e);
+    assert!(d.allowed);
+    assert_eq!(d.policies, ["a-alice", "z-any"], "non-matching m-bob must not be listed");
+}
+
+#[test]
+fn when_condition_on_context_number() {
+    let e = engine(&[(
+        "small",
+        "permit(principal, action, resource) when { context.dimension < 64 };",
+    )]);
+    assert!(Step::new(with(json!({"dimension": 32}))).run(&e).allowed);
+    let d = Step::new(with(json!({"dimension": 64}))).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors.is_empty(), "a false condition is not an error: {:?}", d.errors);
+}
+
+#[test]
+fn unless_condition_on_context_string() {
+    let e = engine(&[(
+        "not-blocked",
+        r#"permit(principal, action, resource) unless { context.job_id == "blocked" };"#,
+    )]);
+    assert!(Step::new(base()).run(&e).allowed);
+    let d = Step::new(json!({"job_id": "blocked", "node_id": "n"})).run(&e);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, [DEFAULT_DENY]);
+}
+
+#[test]
+fn stage_maps_to_action() {
+    let e = engine(&[("post-only", r#"permit(principal, action == Hsync::Action::"post", resource);"#)]);
+    let mut step = Step::new(base());
+    assert!(!step.run(&e).allowed);
+    step.stage = Stage::Post;
+    assert!(step.run(&e).allowed);
+}
+
+#[test]
+fn principal_restriction() {
+    let e = engine(&[("alice", r#"permit(principal == Hsync::User::"alice", action, resource);"#)]);
+    let mut step = Step::new(base());
+    assert!(step.run(&e).allowed);
+    step.principal = "bob";
+    assert!(!step.run(&e).allowed);
+    // Ids are data, not syntax: quotes cannot forge another user.
+    step.principal = r#"alice", action, resource);"#;
+    assert!(!step.run(&e).allowed);
+}
+
+#[test]
+fn capabilities_are_parents_and_attribute() {
+    let e = engine(&[(
+        "embedding",
+        r#"permit(principal, action, resource in Hsync::Capability::"embedding");"#,
+    )]);
+    let mut step = Step::new(base());
+    step.capabilities = vec!["gpu".into(), "embedding".into()];
+    let d = step.run(&e);
+    assert!(d.allowed);
+    assert_eq!(d.policies, ["embedding"]);
+    step.capabilities = vec!["gpu".into()];
+    assert!(!step.run(&e).allowed);
+    step.capabilities = vec![];
+    assert!(!step.run(&e).allowed);
+
+    let e = engine(&[(
+        "gpu-attr",
+        r#"permit(principal, action, resource) when { resource.capabilities.contains("gpu") };"#,
+    )]);
+    step.capabilities = vec!["gpu".into(), "gpu".into()];
+    assert!(step.run(&e).allowed);
+    step.capabilities = vec!["cpu".into()];
+    assert!(!step.run(&e).allowed);
+}
+
+// ---------------------------------------------------------------- decimals
+
+const CURVY: &str = r#"permit(principal, action, resource) when { context.curvature.greaterThan(decimal("0.5")) };"#;
+
+#[test]
+fn floats_become_decimals() {
+    let e = engine(&[("curvy", CURVY)]);
+    assert!(Step::new(with(json!({"curvature": 0.75}))).run(&e).allowed);
+    let d = Step::new(with(json!({"curvature": 0.25}))).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors.is_empty(), "{:?}", d.errors);
+    // Negative values and whole-valued floats are decimals too.
+    assert!(!Step::new(with(json!({"curvature": -3.5}))).run(&e).allowed);
+    assert!(Step::new(with(json!({"curvature": 2.0}))).run(&e).allowed);
+}
+
+#[test]
+fn decimals_round_to_four_digits() {
+    let e = engine(&[(
+        "exact",
+        r#"permit(principal, action, resource) when { context.x == decimal("0.1235") && context.y == decimal("-0.0001") };"#,
+    )]);
+    assert!(Step::new(with(json!({"x": 0.12346, "y": -0.00005}))).run(&e).allowed);
+    assert!(!Step::new(with(json!({"x": 0.12344, "y": -0.00005}))).run(&e).allowed);
+}
+
+#[test]
+fn integer_without_schema_stays_long() {
+    // Without a schema `1` is a Long, so calling a decimal method on it is a
+    // type error, which must deny (fail closed) and name the policy.
+    let e = engine(&[("curvy", CURVY)]);
+    let d = Step::new(with(json!({"curvature": 1}))).run(&e);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, ["curvy"]);
+    assert!(d.errors[0].starts_with("curvy: "), "{:?}", d.errors);
+}
+
+#[test]
+fn unrepresentable_numbers_deny_with_a_clear_error() {
+    let e = engine(&[("allow", PERMIT_ALL)]);
+    for (value, needle) in [
+        (json!({"params": {"huge": 1e300}}), "context.params.huge"),
+        (json!({"big": 1e15}), "context.big"),
+        (json!({"list": [1, u64::MAX]}), "context.list.[1]"),
+    ] {
+        let d = Step::new(with(value.clone())).run(&e);
+        assert!(!d.allowed, "{value} must be denied");
+        assert_eq!(d.policies, [DEFAULT_DENY]);
+        assert_eq!(d.errors.len(), 1);
+        assert!(d.errors[0].starts_with("request: "), "{:?}", d.errors);
+        assert!(d.errors[0].contains(needle), "{:?} should name {needle}", d.errors);
+    }
+}
+
+#[test]
+fn f64_to_decimal_formats_and_bounds() {
+    assert_eq!(f64_to_decimal(0.75).unwrap(), "0.7500");
+    assert_eq!(f64_to_decimal(-1.5).unwrap(), "-1.5000");
+    assert_eq!(f64_to_decimal(-0.00001).unwrap(), "0.0000");
+    assert_eq!(f64_to_decimal(3.0).unwrap(), "3.0000");
+    assert_eq!(f64_to_decimal(123.45678).unwrap(), "123.4568");
+    // Near the bound f64 has fewer than 4 fractional digits of precision.
+    assert!(f64_to_decimal(-922337203685477.5).unwrap().starts_with("-922337203685477."));
+    assert!(f64_to_decimal(f64::NAN).is_err());
+    assert!(f64_to_decimal(f64::INFINITY).is_err());
+    assert!(f64_to_decimal(f64::NEG_INFINITY).is_err());
+    assert!(f64_to_decimal(922337203685477.6).is_err());
+    assert!(f64_to_decimal(-922337203685478.0).is_err());
+}
+
+#[test]
+fn other_json_kinds_map_naturally() {
+    let e = engine(&[(
+        "shapes",
+        r#"permit(principal, action, resource) when {
+            context.flag &&
+            context.sizes.contains(3) &&
+            context.weights.contains(decimal("0.5000")) &&
+            context.summary.rows == 10 &&
+            context.summary.kind == "matrix" &&
+            !(context has gone)
+        };"#,
+    )]);
+    let good = with(json!({
+        "flag": true,
+        "sizes": [1, 3, 3],
+        "weights": [0.5, 0.25],
+        "summary": {"rows": 10, "kind": "matrix"},
+        "gone": null,
+    }));
+    assert!(Step::new(good).run(&e).allowed);
+    let bad = with(json!({
+        "flag": false, "sizes": [3], "weights": [0.5], "summary": {"rows": 10, "kind": "matrix"}
+    }));
+    assert!(!Step::new(bad).run(&e).allowed);
+}
+
+#[test]
+fn escape_keys_in_context_are_plain_data() {
+    // In Cedar's JSON format `{"__entity": ..}` would be an entity reference;
+    // the context is built through the Rust API, so it stays a record.
+    let e = engine(&[(
+        "not-entity",
+        r#"permit(principal, action, resource) when { context.x has __entity };"#,
+    )]);
+    let d = Step::new(with(json!({"x": {"__entity": {"type": "Hsync::User", "id": "root"}}}))).run(&e);
+    assert!(d.allowed, "{d:?}");
+}
+
+// ---------------------------------------------------------------- fail closed
+
+#[test]
+fn evaluation_error_denies_and_names_the_policy() {
+    let e = engine(&[
+        ("allow", PERMIT_ALL),
+        ("needs-dim", "permit(principal, action, resource) when { context.dimension < 64 };"),
+    ]);
+    let d = Step::new(base()).run(&e);
+    assert!(!d.allowed, "an error must deny even though `allow` matched");
+    assert_eq!(d.policies, ["needs-dim"]);
+    assert_eq!(d.errors.len(), 1);
+    assert!(d.errors[0].starts_with("needs-dim: "), "{:?}", d.errors);
+    assert!(d.errors[0].contains("dimension"), "{:?}", d.errors);
+}
+
+#[test]
+fn evaluation_error_and_forbid_are_both_listed() {
+    let e = engine(&[
+        ("no-embed", r#"forbid(principal, action, resource == Hsync::Operator::"embed");"#),
+        ("broken", "forbid(principal, action, resource) when { context.nope };"),
+    ]);
+    let d = Step::new(base()).run(&e);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, ["broken", "no-embed"]);
+    assert_eq!(d.errors.len(), 1);
+    assert!(d.errors[0].starts_with("broken: "));
+}
+
+#[test]
+fn permit_all_engine_allows_everything() {
+    let e = PolicyEngine::permit_all();
+    let d = Step::new(json!({"anything": [1e300]})).run(&e);
+    assert!(d.allowed);
+    assert_eq!(d.policies, [DEFAULT_NO_POLICIES]);
+    assert!(e.policy_ids().is_empty());
+}
+
+#[test]
+fn empty_policy_list_denies() {
+    let e = PolicyEngine::new(Vec::<(String, String)>::new(), None).unwrap();
+    let d = Step::new(base()).run(&e);
+    assert!(!d.allowed);
+    assert_eq!(d.policies, [DEFAULT_DENY]);
+}
+
+#[test]
+fn policy_ids_keep_order_and_ids() {
+    let e = engine(&[("b", PERMIT_ALL), ("a", "forbid(principal, action, resource);")]);
+    assert_eq!(e.policy_ids(), ["b", "a"]);
+    assert_eq!(Step::new(base()).run(&e).policies, ["a"]);
+}
+
+// ---------------------------------------------------------------- rejected policies
+
+#[test]
+fn invalid_policy_text_names_the_id_and_location() {
+    let err = PolicyEngine::new(
+        [("broken-1".to_string(), "permit(principal, action resource);".to_string())],
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, PolicyError::Parse { .. }), "{err:?}");
+    assert_eq!(err.policy_id(), Some("broken-1"));
+    let text = err.to_string();
+    assert!(text.contains("`broken-1`"), "{text}");
+    assert!(text.contains("(at 1:"), "location missing: {text}");
+    assert!(validate_policy("x", "permit(", None).is_err());
+    assert!(validate_policy("x", PERMIT_ALL, None).is_ok());
+}
+
+#[test]
+fn several_policies_or_template_rejected() {
+    let two = format!("{PERMIT_ALL}\n{PERMIT_ALL}");
+    let err = validate_policy("twice", &two, None).unwrap_err();
+    assert!(matches!(err, PolicyError::NotSinglePolicy { .. }), "{err:?}");
+    assert!(err.to_string().contains("`twice`") && err.to_string().contains("2 policies"), "{err}");
+
+    let err = validate_policy("tmpl", "permit(principal == ?principal, action, resource);", None).unwrap_err();
+    assert!(matches!(err, PolicyError::NotSinglePolicy { .. }), "{err:?}");
+    assert!(err.to_string().contains("template"), "{err}");
+
+    let err = validate_policy("empty", "  // nothing\n", None).unwrap_err();
+    assert!(err.to_string().contains("`empty`"), "{err}");
+}
+
+#[test]
+fn duplicate_ids_rejected() {
+    let err = PolicyEngine::new(
+        [("same".to_string(), PERMIT_ALL.to_string()), ("same".to_string(), PERMIT_ALL.to_string())],
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err, PolicyError::DuplicateId { id: "same".into() });
+}
+
+#[test]
+fn strict_validation_rejects_unknown_attribute_and_type() {
+    let err = validate_policy(
+        "typo",
+        "permit(principal, action, resource) when { context.dimensoin < 64 };",
+        Some(DEFAULT_SCHEMA),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PolicyError::Validation { .. }), "{err:?}");
+    assert_eq!(err.policy_id(), Some("typo"));
+    assert!(err.to_string().contains("dimensoin"), "{err}");
+
+    let err = validate_policy(
+        "group",
+        r#"permit(principal in Hsync::Group::"admins", action, resource);"#,
+        Some(DEFAULT_SCHEMA),
+    )
+    .unwrap_err();
+    assert!(matches!(err, PolicyError::Validation { .. }), "{err:?}");
+    assert!(err.to_string().contains("Group"), "{err}");
+
+    // Optional attributes need `has` under strict validation.
+    assert!(validate_policy(
+        "unguarded",
+        "permit(principal, action, resource) when { context.dimension < 64 };",
+        Some(DEFAULT_SCHEMA)
+    )
+    .is_err());
+    validate_policy(
+        "guarded",
+        "permit(principal, action, resource) when { context has dimension && context.dimension < 64 };",
+        Some(DEFAULT_SCHEMA),
+    )
+    .unwrap();
+
+    // The same failure through `new` names the offending policy, not the first one.
+    let err = PolicyEngine::new(
+        [
+            ("fine".to_string(), PERMIT_ALL.to_string()),
+            ("bad".to_string(), "permit(principal, action, resource) when { context.nope };".to_string()),
+        ],
+        Some(DEFAULT_SCHEMA),
+    )
+    .unwrap_err();
+    assert_eq!(err.policy_id(), Some("bad"), "{err}");
+}
+
+#[test]
+fn bad_schemas_rejected() {
+    let err = validate_policy("p", PERMIT_ALL, Some("namespace Hsync { entity ")).unwrap_err();
+    assert!(matches!(err, PolicyError::Schema { .. }), "{err:?}");
+    let err = PolicyEngine::new(
+        [("p".to_string(), PERMIT_ALL.to_string())],
+        Some("namespace Hsync { entity User; entity Capability; entity Operator in [Capability]; action pre appliesTo { principal: User, resource: Operator }; }"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains(r#"Hsync::Action::"post""#), "{err}");
+}
+
+// ---------------------------------------------------------------- with the default schema
+
+#[test]
+fn default_schema_engine_types_and_filters_context() {
+    let e = schema_engine(&[(
+        "curvy",
+        r#"permit(principal, action, resource in Hsync::Capability::"embedding")
+           when { context has curvature && context.curvature.greaterThan(decimal("0.5")) };"#,
+    )]);
+    assert!(Step::new(with(json!({"curvature": 0.75}))).run(&e).allowed);
+    assert!(!Step::new(with(json!({"curvature": 0.25}))).run(&e).allowed);
+    // Declared decimal: a whole number is accepted as a decimal.
+    let d = Step::new(with(json!({"curvature": 1}))).run(&e);
+    assert!(d.allowed, "{d:?}");
+    // Undeclared parameters are dropped instead of failing the request.
+    let d = Step::new(with(json!({"curvature": 0.75, "batch": 8, "out": {"rows": 2}}))).run(&e);
+    assert!(d.allowed, "{d:?}");
+    // Wrong type for a declared attribute fails closed.
+    let d = Step::new(with(json!({"curvature": "steep"}))).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors[0].starts_with("request: "), "{:?}", d.errors);
+    // A required attribute missing fails closed.
+    let d = Step::new(json!({"node_id": "n1", "curvature": 0.75})).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors[0].contains("job_id"), "{:?}", d.errors);
+}
+
+#[test]
+fn context_shape_reads_default_schema() {
+    let shape = context_shape(DEFAULT_SCHEMA, Stage::Post).expect("shape is readable");
+    assert_eq!(shape.attrs.get("curvature"), Some(&true));
+    assert_eq!(shape.attrs.get("dimension"), Some(&false));
+    assert_eq!(shape.attrs.get("job_id"), Some(&false));
+    assert_eq!(shape.attrs.len(), 4);
+
+    // Inline record context, decimal written directly.
+    let inline = r#"namespace Hsync {
+        entity User; entity Capability; entity Operator in [Capability] { capabilities: Set<String> };
+        action pre, post appliesTo { principal: User, resource: Operator, context: { score: decimal, n?: Long } };
+    }"#;
+    let shape = context_shape(inline, Stage::Pre).unwrap();
+    assert_eq!(shape.attrs.get("score"), Some(&true));
+    assert_eq!(shape.attrs.get("n"), Some(&false));
+}
+
+// ---------------------------------------------------------------- hostile input
+
+#[test]
+fn huge_garbage_policy_is_an_error() {
+    let garbage: String = (0..1_048_576u32)
+        .map(|i| char::from(b"(){}[]\"a!&| \n=;"[(i.wrapping_mul(2_654_435_761) >> 28) as usize % 15]))
+        .collect();
+    let err = validate_policy("huge", &garbage, None).unwrap_err();
+    assert!(matches!(err, PolicyError::TooComplex { .. }), "{err:?}");
+    assert!(err.to_string().contains("`huge`"));
+
+    // Garbage under the size limit reaches the parser and is rejected by it.
+    let small: String = garbage.chars().filter(|c| !"(){}[]".contains(*c)).take(60_000).collect();
+    let err = validate_policy("garbage", &small, None).unwrap_err();
+    assert!(matches!(err, PolicyError::Parse { .. } | PolicyError::NotSinglePolicy { .. }), "{err:?}");
+}
+
+#[test]
+fn deep_nesting_in_policy_is_an_error() {
+    let deep = format!(
+        "permit(principal, action, resource) when {{ {}true{} }};",
+        "(".repeat(5_000),
+        ")".repeat(5_000)
+    );
+    let err = validate_policy("deep", &deep, None).unwrap_err();
+    assert!(matches!(err, PolicyError::TooComplex { .. }), "{err:?}");
+    // Brackets inside strings and comments do not count.
+    let quoted = format!(
+        "// {}\npermit(principal, action, resource) when {{ context.job_id != \"{}\" }};",
+        "(".repeat(100),
+        "[".repeat(100)
+    );
+    validate_policy("quoted", &quoted, None).unwrap();
+}
+
+#[test]
+fn long_operator_chains_do_not_crash() {
+    // Chains build deep ASTs without brackets; they must be handled within
+    // the size limit on an ordinary (2 MiB) test thread.
+    for (id, unit) in [("ands", "true && "), ("attrs", ".a"), ("adds", "1 + ")] {
+        let body = unit.repeat((MAX_POLICY_BYTES - 100) / unit.len());
+        let text = match id {
+            "attrs" => format!("permit(principal, action, resource) when {{ context{body} }};"),
+            "adds" => format!("permit(principal, action, resource) when {{ {body}1 > 0 }};"),
+            _ => format!("permit(principal, action, resource) when {{ {body}true }};"),
+        };
+        match PolicyEngine::new([(id.to_string(), text)], None) {
+            Ok(e) => {
+                let d = Step::new(with(json!({"a": {"a": 1}}))).run(&e);
+                // Whatever Cedar decides, an error must not allow.
+                assert!(d.errors.is_empty() || !d.allowed, "{id}: {d:?}");
+            }
+            Err(err) => assert_eq!(err.policy_id(), Some(id)),
+        }
+    }
+}
+
+fn nested(depth: usize) -> Value {
+    let mut v = json!(1);
+    for _ in 0..depth {
+        v = json!({ "x": v });
+    }
+    v
+}
+
+#[test]
+fn deeply_nested_context_denies() {
+    let e = engine(&[("allow", PERMIT_ALL)]);
+    // Within the limit: fine.
+    let d = Step::new(with(json!({"n": nested(MAX_CONTEXT_DEPTH - 2)}))).run(&e);
+    assert!(d.allowed, "{d:?}");
+    // Just over the limit: denied with a clear error.
+    let d = Step::new(with(json!({"n": nested(MAX_CONTEXT_DEPTH)}))).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors[0].contains("nested more than"), "{:?}", d.errors);
+
+    // Very deep: still a clean deny. (A big stack only because dropping a
+    // deep serde_json value is itself recursive.)
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let deep = with(json!({"n": nested(200_000)}));
+            let d = Step::new(deep).run(&e);
+            assert!(!d.allowed);
+            assert!(d.errors[0].starts_with("request: context.n.x.x"), "{:?}", d.errors);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn oversized_context_denies() {
+    let e = engine(&[("allow", PERMIT_ALL)]);
+    let d = Step::new(with(json!({"v": vec![0; MAX_CONTEXT_VALUES]}))).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors[0].contains("values in the context"), "{:?}", d.errors);
+}
+
+#[test]
+fn odd_ids_are_data() {
+    let e = engine(&[(
+        "odd",
+        r#"permit(principal == Hsync::User::"", action, resource == Hsync::Operator::"a\"b::c") when { resource in Hsync::Capability::"ü\n" };"#,
+    )]);
+    let mut step = Step::new(base());
+    step.principal = "";
+    step.operator = "a\"b::c";
+    step.capabilities = vec!["ü\n".into()];
+    assert!(step.run(&e).allowed);
+}
+
+#[test]
+fn engine_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PolicyEngine>();
+}
+
+// ---------------------------------------------------------------- properties
+
+fn json_leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|i| json!(i)),
+        any::<u64>().prop_map(|u| json!(u)),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".{0,8}".prop_map(Value::String),
+    ]
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    json_leaf().prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,6}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Every in-range float converts to a literal Cedar accepts, within half a
+    /// unit of the 4th digit.
+    #[test]
+    fn decimal_conversion_is_accepted_and_close(x in any::<f64>()) {
+        match f64_to_decimal(x) {
+            Ok(s) => {
+                prop_assert!(x.is_finite() && x.abs() < 9.3e14);
+                let parsed: f64 = s.parse().unwrap();
+                prop_assert!((parsed - x).abs() <= 0.00005 + x.abs() * 1e-15, "{x} -> {s}");
+                let ctx = Context::from_pairs([("v".to_string(), RestrictedExpression::new_decimal(&s))]);
+                prop_assert!(ctx.is_ok(), "Cedar rejected {s}");
+            }
+            Err(_) => prop_assert!(!x.is_finite() || x.abs() > 9.2e14),
+        }
+    }
+
+    /// Arbitrary contexts never panic, and a context error never allows.
+    #[test]
+    fn arbitrary_context_never_panics(
+        map in prop::collection::btree_map(".{0,6}", json_value(), 0..6),
+        caps in prop::collection::vec(".{0,4}", 0..4),
+        principal in ".{0,6}",
+    ) {
+        let context: Map<String, Value> = map.into_iter().collect();
+        let engines = [engine(&[("allow", PERMIT_ALL)]), schema_engine(&[("allow", PERMIT_ALL)])];
+        for e in &engines {
+            let d = e.evaluate(&EvalInput {
+                principal: &principal,
+                stage: Stage::Post,
+                operator: "op",
+                capabilities: &caps,
+                context: &context,
+            });
+            prop_assert_eq!(d.allowed, d.errors.is_empty());
+        }
+    }
+
+    /// Arbitrary policy text never panics; a rejection always names the id.
+    #[test]
+    fn arbitrary_policy_text_never_panics(text in "(permit|forbid|\\(|\\)|principal|action|resource|when|\\{|\\}|context|\\.|x|==|<|\"|;|,| |1|has|in|Hsync::User::)*") {
+        if let Err(err) = validate_policy("fuzz", &text, Some(DEFAULT_SCHEMA)) {
+            prop_assert_eq!(err.policy_id(), Some("fuzz"));
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Encoding and decoding of every message.
+//!
+//! * MessagePack with named fields by default; JSON when the message carries
+//!   `Content-Type: application/json` (and replies answer in the request's format).
+//! * Payloads above [`Codec::compress_threshold`] are zstd-compressed and marked with
+//!   `Content-Encoding: zstd`; readers accept both forms.
+//! * Decoding is bounded: a compressed payload may not expand beyond
+//!   [`Codec::max_decoded_size`], so a small hostile message cannot exhaust memory.
+
+use std::io::Read;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{ErrorCode, ErrorReply};
+
+pub mod headers {
+    pub const CONTENT_TYPE: &str = "Content-Type";
+    pub const CONTENT_ENCODING: &str = "Content-Encoding";
+    pub const JSON: &str = "application/json";
+    pub const MSGPACK: &str = "application/msgpack";
+    pub const ZSTD: &str = "zstd";
+    /// NATS micro error headers: a human message and a numeric status.
+    pub const SERVICE_ERROR: &str = "Nats-Service-Error";
+    pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+    /// The stable string error code.
+    pub const HSYNC_ERROR_CODE: &str = "Hsync-Error-Code";
+    /// JetStream de-duplication id.
+    pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+}
+
+/// Default threshold above which payloads are compressed.
+pub const DEFAULT_COMPRESS_THRESHOLD: usize = 1024;
+/// Default bound on a decoded (decompressed) payload.
+pub const DEFAULT_MAX_DECODED_SIZE: usize = 64 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    MsgPack,
+    Json,
+}
+
+impl Format {
+    /// The format a message is written in, from its headers (MessagePack by default).
+    pub fn of(headers: Option<&HeaderMap>) -> Format {
+        match headers.and_then(|h| h.get(headers::CONTENT_TYPE)) {
+            Some(v) if v.as_str().trim().starts_with(headers::JSON) => Format::Json,
+            _ => Format::MsgPack,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot decode {what}: {message}")]
+    Malformed { what: &'static str, message: String },
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    #[error("cannot encode {what}: {message}")]
+    Encode { what: &'static str, message: String },
+}
+
+impl CodecError {
+    pub fn to_reply(&self) -> ErrorReply {
+        let code = match self {
+            CodecError::Malformed { .. } => ErrorCode::Malformed,
+            CodecError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            CodecError::Encode { .. } => ErrorCode::Internal,
+        };
+        ErrorReply::new(code, self.to_string())
+    }
+}
+
+/// Short type name (`Job` rather than `hsync_protocol::job::Job`) for error messages.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+#[derive(Clone, Debug)]
+pub struct Codec {
+    pub compress_threshold: usize,
+    pub max_decoded_size: usize,
+    pub zstd_level: i32,
+}
+
+impl Default for Codec {
+    fn default() -> Self {
+        Codec {
+            compress_threshold: DEFAULT_COMPRESS_THRESHOLD,
+            max_decoded_size: DEFAULT_MAX_DECODED_SIZE,
+            zstd_level: 3,
+        }
+    }
+}
+
+impl Codec {
+    /// A codec that never compresses (threshold `usize::MAX`).
+    pub fn uncompressed() -> Self {
+        Codec {
+            compress_threshold: usize::MAX,
+            ..Codec::default()
+        }
+    }
+
+    /// Encodes `value` and returns the headers that describe the payload.
+    pub fn encode<T: Serialize>(&self, value: &T, format: Format) -> Result<(HeaderMap, Bytes), CodecError> {
+        let mut h = HeaderMap::new();
+        let body = self.encode_into(value, format, &mut h)?;
+        Ok((h, body))
+    }
+
+    /// Encodes `value`, adding Content-Type/Content-Encoding to `h`.
+    pub fn encode_into<T: Serialize>(
+        &self,
+        value: &T,
+        format: Format,
+        h: &mut HeaderMap,
+    ) -> Result<Bytes, CodecError> {
+        let raw = match format {
+            Format::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
+            Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
+        }
+        .map_err(|message| CodecError::Encode {
+            what: short_type_name::<T>(),
+            message,
+        })?;
+        h.insert(
+            headers::CONTENT_TYPE,
+            match format {
+                Format::MsgPack => headers::MSGPACK,
+                Format::Json => headers::JSON,
+            },
+        );
+        if raw.len() > self.compress_threshold {
+            let compressed = zstd::bulk::compress(&raw, self.zstd_level).map_err(|e| CodecError::Encode {
+                what: short_type_name::<T>(),
+                message: format!("zstd: {e}"),
+            })?;
+            // Only keep the compressed form when it actually saves bytes.
+            if compressed.len() < raw.len() {
+                h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
+                return Ok(Bytes::from(compressed));
+            }
+        }
+        Ok(Bytes::from(raw))
+    }
+
+    /// Decodes a payload in whatever format and encoding its headers say.
+    pub fn decode<T: DeserializeOwned>(&self, headers: Option<&HeaderMap>, payload: &[u8]) -> Result<T, CodecError> {
+        let what = short_type_name::<T>();
+        let compressed = headers
+            .and_then(|h| h.get(headers::CONTENT_ENCODING))
+            .map(|v| v.as_str().trim().eq_ignore_ascii_case(headers::ZSTD))
+            .unwrap_or(false);
+        let inflated;
+        let bytes: &[u8] = if compressed {
+            inflated = self.decompress(payload, what)?;
+            &inflated
+        } else {
+            if payload.len() > self.max_decoded_size {
+                return Err(CodecError::TooLarge(format!(
+                    "{what} payload is {} bytes, the limit is {}",
+                    payload.len(),
+                    self.max_decoded_size
+                )));
+            }
+            payload
+        };
+        if bytes.is_empty() {
+            return Err(CodecError::Malformed {
+                what,
+                message: "empty payload".to_string(),
+            });
+        }
+        match Format::of(headers) {
+            Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed {
+                what,
+                message: format!("MessagePack: {e}"),
+            }),
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed {
+                what,
+                message: format!("JSON: {e}"),
+            }),
+        }
+    }
+
+    fn decompress(&self, payload: &[u8], what: &'static str) -> Result<Vec<u8>, CodecError> {
+        let decoder = zstd::stream::read::Decoder::new(payload).map_err(|e| CodecError::Malformed {
+            what,
+            message: format!("zstd: {e}"),
+        })?;
+        let mut out = Vec::with_capacity(payload.len().saturating_mul(4).min(self.max_decoded_size));
+        // Read one byte past the limit to tell "exactly at the limit" from "over it".
+        decoder
+            .take(self.max_decoded_size as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| CodecError::Malformed {
+                what,
+                message: format!("zstd: {e}"),
+            })?;
+        if out.len() > self.max_decoded_size {
+            return Err(CodecError::TooLarge(format!(
+                "{what} payload expands beyond the limit of {} bytes",
+                self.max_decoded_size
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Headers of an error reply: NATS micro error headers plus the stable code.
+pub fn error_headers(err: &ErrorReply, format: Format) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    // Header values cannot hold newlines; keep the first line and bound the length.
+    let msg: String = err.message.lines().next().unwrap_or("").chars().take(512).collect();
+    h.insert(headers::SERVICE_ERROR, msg.as_str());
+    h.insert(headers::SERVICE_ERROR_CODE, err.code.status().to_string().as_str());
+    h.insert(headers::HSYNC_ERROR_CODE, err.code.as_str());
+    h.insert(
+        headers::CONTENT_TYPE,
+        match format {
+            Format::MsgPack => headers::MSGPACK,
+            Format::Json => headers::JSON,
+        },
+    );
+    h
+}
+
+/// An error reply's body and headers.
+pub fn encode_error(err: &ErrorReply, format: Format) -> (HeaderMap, Bytes) {
+    let h = error_headers(err, format);
+    let body = match format {
+        Format::MsgPack => rmp_serde::to_vec_named(err).unwrap_or_default(),
+        Format::Json => serde_json::to_vec(err).unwrap_or_default(),
+    };
+    (h, Bytes::from(body))
+}
+
+/// If the message is an error reply, decodes it (falling back to the headers alone).
+pub fn decode_error(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<ErrorReply> {
+    let h = headers?;
+    let status = h.get(headers::SERVICE_ERROR_CODE)?;
+    let codec = Codec::default();
+    if let Ok(reply) = codec.decode::<ErrorReply>(Some(h), payload) {
+        return Some(reply);
+    }
+    let code = h
+        .get(headers::HSYNC_ERROR_CODE)
+        .and_then(|c| ErrorCode::parse(c.as_str()))
+        .unwrap_or(match status.as_str() {
+            "404" => ErrorCode::NotFound,
+            "503" => ErrorCode::Unavailable,
+            "504" | "408" => ErrorCode::Timeout,
+            s if s.starts_with('4') => ErrorCode::Malformed,
+            _ => ErrorCode::Internal,
+        });
+    let message = h
+        .get(headers::SERVICE_ERROR)
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| format!("error status {}", status.as_str()));
+    Some(ErrorReply::new(code, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Job, Node};
+    use crate::value::{Arg, Tensor, Value};
+    use std::collections::BTreeMap;
+
+    fn job(n: usize) -> Job {
+        Job {
+            job_id: "j1".into(),
+            submitter: "alice".into(),
+            nodes: (0..n)
+                .map(|i| Node {
+                    id: format!("n{i}"),
+                    op: "vec.add".into(),
+                    args: BTreeMap::from([
+                        ("a".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(vec![1.0; 16])))),
+                        ("b".to_string(), Arg::reference("n0")),
+                    ]),
+                })
+                .collect(),
+            outputs: vec![],
+            wait_receipts: false,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn small_payloads_are_not_compressed_large_ones_are() {
+        let c = Codec::default();
+        let (h, b) = c.encode(&job(1), Format::MsgPack).unwrap();
+        assert!(h.get(headers::CONTENT_ENCODING).is_none());
+        assert!(b.len() < 1024);
+        let (h, b) = c.encode(&job(200), Format::MsgPack).unwrap();
+        assert_eq!(h.get(headers::CONTENT_ENCODING).unwrap().as_str(), "zstd");
+        let back: Job = c.decode(Some(&h), &b).unwrap();
+        assert_eq!(back, job(200));
+    }
+
+    #[test]
+    fn json_is_used_when_the_headers_say_so() {
+        let c = Codec::default();
+        let (h, b) = c.encode(&job(2), Format::Json).unwrap();
+        assert_eq!(Format::of(Some(&h)), Format::Json);
+        assert!(std::str::from_utf8(&b).unwrap().contains("\"submitter\":\"alice\""));
+        let back: Job = c.decode(Some(&h), &b).unwrap();
+        assert_eq!(back, job(2));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let c = Codec::default();
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::JSON);
+        let err = c.decode::<Job>(Some(&h), br#"{"job_id":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("nodes"), "{err}");
+        assert!(err.to_string().contains("Job"), "{err}");
+        let err = c.decode::<Job>(None, b"\xc1garbage").unwrap_err();
+        assert!(matches!(err, CodecError::Malformed { .. }));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let c = Codec::default();
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_TYPE, headers::JSON);
+        let j: Job = c
+            .decode(Some(&h), br#"{"nodes":[],"future_field":{"x":1}}"#)
+            .unwrap();
+        assert_eq!(j.submitter, "anonymous");
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused() {
+        let c = Codec {
+            max_decoded_size: 1 << 20,
+            ..Codec::default()
+        };
+        let bomb = zstd::bulk::compress(&vec![0u8; 8 << 20], 3).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
+        let err = c.decode::<Value>(Some(&h), &bomb).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+    }
+
+    #[test]
+    fn error_replies_roundtrip_through_headers() {
+        let e = ErrorReply::new(ErrorCode::Cycle, "cycle: a -> b -> a").at_node("a");
+        let (h, b) = encode_error(&e, Format::MsgPack);
+        assert_eq!(h.get(headers::SERVICE_ERROR_CODE).unwrap().as_str(), "400");
+        assert_eq!(decode_error(Some(&h), &b), Some(e));
+        assert_eq!(decode_error(None, &b), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let c = Codec::default();
+            let _ = c.decode::<Job>(None, &bytes);
+            let _ = c.decode::<Value>(None, &bytes);
+            let mut h = HeaderMap::new();
+            h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
+            let _ = c.decode::<Job>(Some(&h), &bytes);
+        }
+    }
+}

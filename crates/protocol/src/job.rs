@@ -1,0 +1,107 @@
+//! Jobs (DAGs of operator invocations) and their results.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorReply;
+use crate::receipt::Receipt;
+use crate::value::{Arg, Value};
+
+fn anonymous() -> String {
+    "anonymous".to_string()
+}
+
+/// A job: a DAG of nodes. Edges are the references in node arguments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// Idempotency key. Empty on `jobs.run` means "assign one"; required on `jobs.submit`.
+    #[serde(default)]
+    pub job_id: String,
+    /// Who submits the job: the Cedar principal.
+    #[serde(default = "anonymous")]
+    pub submitter: String,
+    pub nodes: Vec<Node>,
+    /// Node ids whose outputs the result carries; empty means the sinks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// Reply only once every step's receipt is signed, and carry the receipts.
+    #[serde(default)]
+    pub wait_receipts: bool,
+    /// Deadline for the whole job, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// One operator invocation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    /// Operator id, optionally `@version`.
+    #[serde(alias = "operator")]
+    pub op: String,
+    #[serde(default)]
+    pub args: BTreeMap<String, Arg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Every requested output was produced.
+    Succeeded,
+    /// A node failed; see the node reports.
+    Failed,
+    /// A policy denied a node that a requested output needs.
+    Denied,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Executed,
+    Cached,
+    Denied,
+    Failed,
+    /// Not run: a dependency failed or was denied, or the job was cancelled.
+    Skipped,
+}
+
+/// What happened to one node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node_id: String,
+    pub operator: String,
+    pub status: NodeStatus,
+    /// Identity of the step's operation record and receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    #[serde(default)]
+    pub cached: bool,
+    #[serde(default)]
+    pub elapsed_us: u64,
+    /// Policies that decided the pre- and post-conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decided_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReply>,
+}
+
+/// The reply to a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub outputs: BTreeMap<String, Value>,
+    pub nodes: Vec<NodeReport>,
+    /// Signed receipts of the steps, when the job asked for `wait_receipts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<Receipt>,
+    #[serde(default)]
+    pub elapsed_us: u64,
+    /// The OpenTelemetry trace id of the job, to open it in Jaeger.
+    #[serde(default)]
+    pub trace_id: String,
+    /// The first error that decided the status, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReply>,
+}

@@ -1,0 +1,102 @@
+//! Operator definitions (the registry) and calls to remote operator providers.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::Value;
+
+/// Who executes an operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Provider {
+    /// Compiled into the runner.
+    Builtin,
+    /// Served over NATS request/reply on `subject`.
+    Nats { subject: String },
+}
+
+/// The expected kind of an argument, checked before execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgKind {
+    Any,
+    Number,
+    Integer,
+    String,
+    Bytes,
+    Vector,
+    Matrix,
+    /// A vector of vectors (e.g. a set of points).
+    Points,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgSpec {
+    pub name: String,
+    pub kind: ArgKind,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An operator's definition, as stored in the registry bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorDef {
+    pub id: String,
+    pub version: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Same inputs always give the same output (bit for bit).
+    #[serde(default = "yes")]
+    pub deterministic: bool,
+    /// Results may be served from the runner's cache.
+    #[serde(default = "yes")]
+    pub cacheable: bool,
+    pub provider: Provider,
+    #[serde(default)]
+    pub args: Vec<ArgSpec>,
+    /// Relative cost, for scheduling.
+    #[serde(default)]
+    pub cost_hint: u32,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl OperatorDef {
+    /// `id@version`, the identity used in cache keys and receipts.
+    pub fn qualified_id(&self) -> String {
+        format!("{}@{}", self.id, self.version)
+    }
+}
+
+/// Splits `id@version` into its parts.
+pub fn split_operator_ref(op: &str) -> (&str, Option<&str>) {
+    match op.split_once('@') {
+        Some((id, v)) => (id, Some(v)),
+        None => (op, None),
+    }
+}
+
+/// A call to a remote operator provider on `hsync.op.<operator>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorCall {
+    pub operator: String,
+    pub args: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub job_id: String,
+    #[serde(default)]
+    pub node_id: String,
+}
+
+/// A provider's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorOutput {
+    pub output: Value,
+    /// The provider answered from its own cache.
+    #[serde(default)]
+    pub cached: bool,
+}

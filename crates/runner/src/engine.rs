@@ -1,0 +1,677 @@
+//! Runs one job: resolve → plan → schedule ready nodes in parallel → reply.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream;
+use hsync_bus::Bus;
+use hsync_client::{IndexClient, OperatorClient, PolicyClient};
+use hsync_operators::{canonical_hash, kind_mismatch, Args};
+use hsync_protocol::job::{Job, JobResult, JobStatus, NodeReport, NodeStatus};
+use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
+use hsync_protocol::policy::{PolicyDecision, PolicyQuery, Stage};
+use hsync_protocol::record::{OperationRecord, Outcome};
+use hsync_protocol::{Arg, ErrorCode, ErrorReply, Hash32, Value};
+use lru::LruCache;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::dag;
+use crate::registry::Registry;
+
+/// Engine settings (flags or environment).
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineConfig {
+    /// Result cache capacity in entries; 0 turns the cache off.
+    #[arg(long = "result-cache-entries", env = "HSYNC_RESULT_CACHE_ENTRIES", default_value_t = 10_000)]
+    pub cache_entries: usize,
+    /// Deadline of a job that sets none, in milliseconds.
+    #[arg(long = "job-timeout-ms", env = "HSYNC_JOB_TIMEOUT_MS", default_value_t = 30_000)]
+    pub job_timeout_ms: u64,
+    /// How long a `wait_receipts` job waits for its receipts, in milliseconds.
+    #[arg(long = "receipt-wait-ms", env = "HSYNC_RECEIPT_WAIT_MS", default_value_t = 15_000)]
+    pub receipt_wait_ms: u64,
+    /// Most nodes of one job running at once.
+    #[arg(long = "max-parallel-nodes", env = "HSYNC_MAX_PARALLEL_NODES", default_value_t = 64)]
+    pub max_parallel: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_entries: 10_000,
+            job_timeout_ms: 30_000,
+            receipt_wait_ms: 15_000,
+            max_parallel: 64,
+        }
+    }
+}
+
+type CacheKey = (String, [u8; 32]);
+
+#[derive(Default)]
+struct Counters {
+    jobs: AtomicU64,
+    nodes: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+}
+
+pub struct Engine {
+    bus: Arc<Bus>,
+    js: jetstream::Context,
+    registry: Registry,
+    policy: PolicyClient,
+    operators: OperatorClient,
+    index: IndexClient,
+    cache: Option<Mutex<LruCache<CacheKey, Value>>>,
+    cfg: EngineConfig,
+    counters: Counters,
+}
+
+enum NodeState {
+    Pending,
+    Running,
+    Done(Value),
+    Stopped,
+}
+
+/// What one node task hands back to the scheduler.
+struct NodeOutcome {
+    report: NodeReport,
+    output: Option<Value>,
+}
+
+/// Everything a node task needs, shared by the tasks of one job.
+struct JobCtx {
+    job_id: String,
+    submitter: String,
+    trace_id: String,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(p);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Deterministic: the same job id and node id always give the same operation id, so a
+/// re-run of a job (e.g. a redelivery on the durable path) is de-duplicated downstream.
+pub fn operation_id(job_id: &str, node_id: &str) -> String {
+    hex::encode(&sha256(&[job_id.as_bytes(), &[0], node_id.as_bytes()])[..16])
+}
+
+impl Engine {
+    pub fn new(bus: Arc<Bus>, registry: Registry, cfg: EngineConfig) -> Self {
+        let cache = NonZeroUsize::new(cfg.cache_entries).map(|n| Mutex::new(LruCache::new(n)));
+        Engine {
+            js: bus.jetstream(),
+            policy: PolicyClient::new(bus.clone()),
+            operators: OperatorClient::new(bus.clone()),
+            index: IndexClient::new(bus.clone()),
+            bus,
+            registry,
+            cache,
+            cfg,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Figures for `$SRV.STATS`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let hits = self.counters.cache_hits.load(Ordering::Relaxed);
+        let misses = self.counters.cache_misses.load(Ordering::Relaxed);
+        serde_json::json!({
+            "jobs": self.counters.jobs.load(Ordering::Relaxed),
+            "nodes": self.counters.nodes.load(Ordering::Relaxed),
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "cache_hit_rate": if hits + misses > 0 { hits as f64 / (hits + misses) as f64 } else { 0.0 },
+            "cache_entries": self.cache.as_ref().map(|c| c.lock().map(|c| c.len()).unwrap_or(0)).unwrap_or(0),
+        })
+    }
+
+    /// Runs a job to completion. Validation errors are returned as `Err` and nothing runs;
+    /// node failures are reported inside the `JobResult`.
+    pub async fn run(self: &Arc<Self>, mut job: Job) -> Result<JobResult, ErrorReply> {
+        let started = Instant::now();
+        self.counters.jobs.fetch_add(1, Ordering::Relaxed);
+        if job.job_id.is_empty() {
+            job.job_id = uuid::Uuid::now_v7().simple().to_string();
+        }
+        if !dag::valid_id(&job.job_id) {
+            return Err(ErrorReply::new(
+                ErrorCode::InvalidJob,
+                format!(
+                    "job_id {:?} is invalid: use 1-{} letters, digits, '-' or '_'",
+                    job.job_id,
+                    dag::MAX_ID_LEN
+                ),
+            ));
+        }
+        tracing::Span::current().record("hsync.job_id", job.job_id.as_str());
+
+        let mut defs: Vec<Arc<OperatorDef>> = Vec::with_capacity(job.nodes.len());
+        for node in &job.nodes {
+            defs.push(self.registry.resolve(&node.op).await.map_err(|e| {
+                let msg = format!("node `{}`: {}", node.id, e.message);
+                ErrorReply { message: msg, ..e }.at_node(&node.id)
+            })?);
+        }
+        let def_refs: Vec<&OperatorDef> = defs.iter().map(|d| d.as_ref()).collect();
+        let plan = dag::plan(&job, &def_refs)?;
+
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(job.timeout_ms.unwrap_or(self.cfg.job_timeout_ms).max(1));
+        let ctx = Arc::new(JobCtx {
+            job_id: job.job_id.clone(),
+            submitter: job.submitter.clone(),
+            trace_id: hsync_telemetry::current_trace_id().unwrap_or_default(),
+        });
+
+        let n = job.nodes.len();
+        let mut state: Vec<NodeState> = (0..n).map(|_| NodeState::Pending).collect();
+        let mut reports: Vec<Option<NodeReport>> = vec![None; n];
+        let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ds) in plan.deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        let mut ready: VecDeque<usize> = plan.order.iter().copied().filter(|&i| waiting[i] == 0).collect();
+        let mut running: JoinSet<(usize, NodeOutcome)> = JoinSet::new();
+        let max_parallel = self.cfg.max_parallel.max(1);
+
+        loop {
+            while running.len() < max_parallel {
+                let Some(i) = ready.pop_front() else { break };
+                state[i] = NodeState::Running;
+                let node = &job.nodes[i];
+                match resolve_args(&job, i, &state, &defs[i]) {
+                    Ok(args) => {
+                        let engine = self.clone();
+                        let ctx = ctx.clone();
+                        let def = defs[i].clone();
+                        let node_id = node.id.clone();
+                        let span = tracing::info_span!(
+                            "node",
+                            otel.name = %format!("node {node_id}"),
+                            hsync.job_id = %ctx.job_id,
+                            hsync.node_id = %node_id,
+                            hsync.operator = %def.qualified_id(),
+                            hsync.operation_id = %operation_id(&ctx.job_id, &node_id),
+                            hsync.cache_hit = tracing::field::Empty,
+                        );
+                        running.spawn(
+                            async move { (i, engine.run_node(&ctx, &node_id, &def, args).await) }.instrument(span),
+                        );
+                    }
+                    Err(err) => {
+                        let report = NodeReport {
+                            node_id: node.id.clone(),
+                            operator: defs[i].qualified_id(),
+                            status: NodeStatus::Failed,
+                            operation_id: None,
+                            cached: false,
+                            elapsed_us: 0,
+                            decided_by: vec![],
+                            error: Some(err),
+                        };
+                        self.finish(i, NodeOutcome { report, output: None }, &job, &plan, &mut state, &mut reports, &mut waiting, &dependents, &mut ready);
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, running.join_next()).await {
+                Ok(Some(Ok((i, outcome)))) => {
+                    self.finish(i, outcome, &job, &plan, &mut state, &mut reports, &mut waiting, &dependents, &mut ready);
+                }
+                Ok(Some(Err(join_error))) => {
+                    // A panic inside an operator task is a bug; fail the job, keep serving.
+                    return Err(ErrorReply::new(ErrorCode::Internal, format!("a node task failed: {join_error}")));
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    running.abort_all();
+                    for (i, s) in state.iter_mut().enumerate() {
+                        if plan.needed[i] && matches!(s, NodeState::Running | NodeState::Pending) {
+                            *s = NodeState::Stopped;
+                            reports[i] = Some(NodeReport {
+                                node_id: job.nodes[i].id.clone(),
+                                operator: defs[i].qualified_id(),
+                                status: NodeStatus::Skipped,
+                                operation_id: None,
+                                cached: false,
+                                elapsed_us: 0,
+                                decided_by: vec![],
+                                error: Some(ErrorReply::new(ErrorCode::Timeout, "the job's deadline passed").at_node(&job.nodes[i].id)),
+                            });
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+
+        let mut outputs = BTreeMap::new();
+        for o in &plan.outputs {
+            if let Some(i) = job.nodes.iter().position(|n| &n.id == o) {
+                if let NodeState::Done(v) = &state[i] {
+                    outputs.insert(o.clone(), v.clone());
+                }
+            }
+        }
+        let nodes: Vec<NodeReport> = plan.order.iter().filter_map(|&i| reports[i].take()).collect();
+        let status = if outputs.len() == plan.outputs.len() {
+            JobStatus::Succeeded
+        } else if nodes.iter().any(|r| r.status == NodeStatus::Denied) {
+            JobStatus::Denied
+        } else {
+            JobStatus::Failed
+        };
+        let error = nodes
+            .iter()
+            .find(|r| matches!(r.status, NodeStatus::Denied | NodeStatus::Failed))
+            .or_else(|| nodes.iter().find(|r| r.error.is_some()))
+            .and_then(|r| r.error.clone());
+
+        let mut result = JobResult {
+            job_id: job.job_id.clone(),
+            status,
+            outputs,
+            nodes,
+            receipts: vec![],
+            elapsed_us: 0,
+            trace_id: ctx.trace_id.clone(),
+            error,
+        };
+        if job.wait_receipts {
+            self.attach_receipts(&mut result).await;
+        }
+        result.elapsed_us = started.elapsed().as_micros() as u64;
+        Ok(result)
+    }
+
+    /// Records a finished node and releases (or stops) its dependents.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        i: usize,
+        outcome: NodeOutcome,
+        job: &Job,
+        plan: &dag::Plan,
+        state: &mut [NodeState],
+        reports: &mut [Option<NodeReport>],
+        waiting: &mut [usize],
+        dependents: &[Vec<usize>],
+        ready: &mut VecDeque<usize>,
+    ) {
+        self.counters.nodes.fetch_add(1, Ordering::Relaxed);
+        let ok = matches!(outcome.report.status, NodeStatus::Executed | NodeStatus::Cached);
+        reports[i] = Some(outcome.report);
+        match (ok, outcome.output) {
+            (true, Some(v)) => {
+                state[i] = NodeState::Done(v);
+                for &j in &dependents[i] {
+                    if plan.needed[j] {
+                        waiting[j] -= 1;
+                        if waiting[j] == 0 && matches!(state[j], NodeState::Pending) {
+                            ready.push_back(j);
+                        }
+                    }
+                }
+            }
+            _ => {
+                state[i] = NodeState::Stopped;
+                // Early termination: every needed descendant is skipped at once, while
+                // independent branches go on.
+                let mut stack: Vec<(usize, usize)> = dependents[i].iter().map(|&j| (j, i)).collect();
+                while let Some((j, cause)) = stack.pop() {
+                    if !plan.needed[j] || !matches!(state[j], NodeState::Pending) {
+                        continue;
+                    }
+                    state[j] = NodeState::Stopped;
+                    reports[j] = Some(NodeReport {
+                        node_id: job.nodes[j].id.clone(),
+                        operator: job.nodes[j].op.clone(),
+                        status: NodeStatus::Skipped,
+                        operation_id: None,
+                        cached: false,
+                        elapsed_us: 0,
+                        decided_by: vec![],
+                        error: Some(
+                            ErrorReply::new(
+                                ErrorCode::OperatorFailed,
+                                format!("not run: dependency `{}` did not succeed", job.nodes[cause].id),
+                            )
+                            .at_node(&job.nodes[j].id),
+                        ),
+                    });
+                    stack.extend(dependents[j].iter().map(|&k| (k, j)));
+                }
+            }
+        }
+    }
+
+    async fn attach_receipts(&self, result: &mut JobResult) {
+        let wait = Duration::from_millis(self.cfg.receipt_wait_ms);
+        let ids: Vec<String> = result.nodes.iter().filter_map(|n| n.operation_id.clone()).collect();
+        let lookups = ids.iter().map(|id| self.index.wait_for_receipt(id, wait));
+        let found = futures::future::join_all(lookups).await;
+        let mut missing = Vec::new();
+        for (id, r) in ids.iter().zip(found) {
+            match r {
+                Ok(Some(receipt)) => result.receipts.push(receipt),
+                Ok(None) => missing.push(id.clone()),
+                Err(e) => {
+                    tracing::warn!("receipt lookup for {id} failed: {e}");
+                    missing.push(id.clone());
+                }
+            }
+        }
+        if !missing.is_empty() && result.error.is_none() {
+            result.error = Some(ErrorReply::new(
+                ErrorCode::Timeout,
+                format!("receipts not indexed within {} ms: {}", wait.as_millis(), missing.join(", ")),
+            ));
+        }
+    }
+
+    async fn run_node(&self, ctx: &JobCtx, node_id: &str, def: &OperatorDef, args: Args) -> NodeOutcome {
+        let started = Instant::now();
+        let started_at_us = now_us();
+        let op_id = operation_id(&ctx.job_id, node_id);
+        let inputs_hash = canonical_hash(&args);
+        let mut decided_by = Vec::new();
+        let qualified = def.qualified_id();
+
+        let result = self
+            .execute_with_policies(ctx, node_id, def, &args, &mut decided_by)
+            .await;
+        let (status, outcome, output, error, cached) = match result {
+            Ok((v, cached)) => (
+                if cached { NodeStatus::Cached } else { NodeStatus::Executed },
+                if cached { Outcome::Cached } else { Outcome::Executed },
+                Some(v),
+                None,
+                cached,
+            ),
+            Err(e) if e.code == ErrorCode::PolicyDenied => (NodeStatus::Denied, Outcome::Denied, None, Some(e), false),
+            Err(e) => (NodeStatus::Failed, Outcome::Failed, None, Some(e), false),
+        };
+        tracing::Span::current().record("hsync.cache_hit", cached);
+
+        let record = OperationRecord {
+            operation_id: op_id.clone(),
+            job_id: ctx.job_id.clone(),
+            node_id: node_id.to_string(),
+            operator: qualified.clone(),
+            inputs_hash: Hash32(inputs_hash),
+            output_hash: output.as_ref().map(|v| Hash32(canonical_hash(v))),
+            outcome,
+            policies: decided_by.clone(),
+            submitter: ctx.submitter.clone(),
+            trace_id: ctx.trace_id.clone(),
+            started_at_us,
+            finished_at_us: now_us(),
+            error: error.as_ref().map(|e| e.to_string()),
+        };
+        let names = self.bus.names();
+        let published = self
+            .bus
+            .js_publish(&self.js, names.ops_records(), &record, Some(&op_id))
+            .await;
+        let (status, output, error) = match published {
+            Ok(_) => (status, output, error),
+            Err(e) => {
+                // A step without a durable record would have no receipt: fail it.
+                tracing::error!("cannot publish operation record {op_id}: {e}");
+                (
+                    NodeStatus::Failed,
+                    None,
+                    Some(ErrorReply::new(ErrorCode::Unavailable, format!("cannot record the step: {e}")).at_node(node_id)),
+                )
+            }
+        };
+        NodeOutcome {
+            report: NodeReport {
+                node_id: node_id.to_string(),
+                operator: qualified,
+                status,
+                operation_id: Some(op_id),
+                cached,
+                elapsed_us: started.elapsed().as_micros() as u64,
+                decided_by,
+                error,
+            },
+            output,
+        }
+    }
+
+    /// Pre-condition → cache or execution → post-condition.
+    async fn execute_with_policies(
+        &self,
+        ctx: &JobCtx,
+        node_id: &str,
+        def: &OperatorDef,
+        args: &Args,
+        decided_by: &mut Vec<String>,
+    ) -> Result<(Value, bool), ErrorReply> {
+        let mut context = step_context(ctx, node_id, args);
+        self.check_policy(ctx, def, Stage::Pre, context.clone(), decided_by, node_id).await?;
+
+        let key = (def.qualified_id(), canonical_hash(args));
+        let use_cache = def.deterministic && def.cacheable;
+        let cached = match (&self.cache, use_cache) {
+            (Some(cache), true) => cache.lock().ok().and_then(|mut c| c.get(&key).cloned()),
+            _ => None,
+        };
+        let (output, hit) = match cached {
+            Some(v) => {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                (v, true)
+            }
+            None => {
+                if use_cache && self.cache.is_some() {
+                    self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
+                }
+                let v = self.execute(ctx, node_id, def, args).await?;
+                if let (Some(cache), true) = (&self.cache, use_cache) {
+                    if let Ok(mut c) = cache.lock() {
+                        c.put(key, v.clone());
+                    }
+                }
+                (v, false)
+            }
+        };
+
+        context.insert("output_size".into(), Value::Int(output.approx_size() as i64));
+        if let Some(v) = output.as_vector() {
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            context.insert("output_norm".into(), Value::Float(norm));
+        } else if let Some(x) = output.as_f64() {
+            context.insert("output_value".into(), Value::Float(x));
+        }
+        self.check_policy(ctx, def, Stage::Post, context, decided_by, node_id).await?;
+        Ok((output, hit))
+    }
+
+    async fn check_policy(
+        &self,
+        ctx: &JobCtx,
+        def: &OperatorDef,
+        stage: Stage,
+        context: BTreeMap<String, Value>,
+        decided_by: &mut Vec<String>,
+        node_id: &str,
+    ) -> Result<(), ErrorReply> {
+        let query = PolicyQuery {
+            principal: ctx.submitter.clone(),
+            stage,
+            operator: def.id.clone(),
+            capabilities: def.capabilities.clone(),
+            context,
+        };
+        let decision: PolicyDecision = self
+            .policy
+            .evaluate(vec![query])
+            .await
+            .map_err(|e| {
+                // Fail closed: no decision, no execution.
+                let r = e.to_reply();
+                ErrorReply::new(r.code, format!("policy check failed: {}", r.message)).at_node(node_id)
+            })?
+            .pop()
+            .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "empty policy reply"))?;
+        decided_by.extend(decision.policies.iter().cloned());
+        if decision.allowed {
+            return Ok(());
+        }
+        let stage_name = match stage {
+            Stage::Pre => "pre",
+            Stage::Post => "post",
+        };
+        let mut msg = format!(
+            "node `{node_id}`: {stage_name}-condition denied by {}",
+            if decision.policies.is_empty() { "policy".to_string() } else { decision.policies.join(", ") }
+        );
+        if !decision.errors.is_empty() {
+            msg.push_str(&format!(" (errors: {})", decision.errors.join("; ")));
+        }
+        Err(ErrorReply::new(ErrorCode::PolicyDenied, msg).at_node(node_id))
+    }
+
+    async fn execute(&self, ctx: &JobCtx, node_id: &str, def: &OperatorDef, args: &Args) -> Result<Value, ErrorReply> {
+        match &def.provider {
+            Provider::Builtin => {
+                let builtin = hsync_operators::find(&def.id).ok_or_else(|| {
+                    ErrorReply::new(ErrorCode::UnknownOperator, format!("no built-in `{}`", def.id))
+                })?;
+                let args = args.clone();
+                // CPU-bound work stays off the async runtime's threads.
+                tokio::task::spawn_blocking(move || (builtin.run)(&args))
+                    .await
+                    .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("operator task: {e}")))?
+                    .map_err(|e| e.at_node(node_id))
+            }
+            Provider::Nats { subject } => {
+                let call = OperatorCall {
+                    operator: def.id.clone(),
+                    args: args.clone(),
+                    job_id: ctx.job_id.clone(),
+                    node_id: node_id.to_string(),
+                };
+                self.operators
+                    .call(subject.clone(), &call)
+                    .await
+                    .map(|o| o.output)
+                    .map_err(|e| {
+                        let r = e.to_reply();
+                        let code = match r.code {
+                            ErrorCode::InvalidArgument | ErrorCode::Timeout | ErrorCode::Unavailable => r.code,
+                            _ => ErrorCode::OperatorFailed,
+                        };
+                        ErrorReply { code, ..r }.at_node(node_id)
+                    })
+            }
+        }
+    }
+}
+
+/// Resolves references against finished nodes and checks their kinds.
+fn resolve_args(job: &Job, i: usize, state: &[NodeState], def: &OperatorDef) -> Result<Args, ErrorReply> {
+    let node = &job.nodes[i];
+    let mut out = Args::new();
+    for (name, arg) in &node.args {
+        let value = match arg {
+            Arg::Lit(v) => v.clone(),
+            Arg::Ref(r) => {
+                let j = job.nodes.iter().position(|n| n.id == r.node).ok_or_else(|| {
+                    ErrorReply::new(ErrorCode::MissingReference, format!("no node `{}`", r.node)).at_node(&node.id)
+                })?;
+                let NodeState::Done(v) = &state[j] else {
+                    return Err(ErrorReply::new(ErrorCode::Internal, format!("`{}` has no output yet", r.node)));
+                };
+                match &r.path {
+                    None => v.clone(),
+                    Some(p) => v.at_path(p).cloned().ok_or_else(|| {
+                        ErrorReply::new(
+                            ErrorCode::InvalidArgument,
+                            format!("node `{}` argument `{name}`: output of `{}` has no `{p}`", node.id, r.node),
+                        )
+                        .at_node(&node.id)
+                        .at_argument(name)
+                    })?,
+                }
+            }
+        };
+        if let Some(spec) = def.args.iter().find(|s| &s.name == name) {
+            if let Some(why) = kind_mismatch(spec.kind, &value) {
+                return Err(ErrorReply::new(
+                    ErrorCode::InvalidArgument,
+                    format!("node `{}` argument `{name}`: {why}", node.id),
+                )
+                .at_node(&node.id)
+                .at_argument(name));
+            }
+        }
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// The policy context of a step: ids, argument shapes and numeric parameters.
+fn step_context(ctx: &JobCtx, node_id: &str, args: &Args) -> BTreeMap<String, Value> {
+    let mut c = BTreeMap::new();
+    c.insert("job_id".into(), Value::Str(ctx.job_id.clone()));
+    c.insert("node_id".into(), Value::Str(node_id.to_string()));
+    let mut params = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
+    let mut dimension = None;
+    for (name, v) in args {
+        if let Some(x) = v.as_f64() {
+            params.insert(name.clone(), if let Value::Int(i) = v { Value::Int(*i) } else { Value::Float(x) });
+        }
+        if let Some(vec) = v.as_vector() {
+            dimension.get_or_insert(vec.len());
+        }
+        sizes.insert(name.clone(), Value::Int(v.approx_size() as i64));
+    }
+    c.insert("params".into(), Value::Map(params));
+    c.insert("arg_sizes".into(), Value::Map(sizes));
+    if let Some(d) = dimension {
+        c.insert("dimension".into(), Value::Int(d as i64));
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_deterministic_and_distinct() {
+        assert_eq!(operation_id("j", "a"), operation_id("j", "a"));
+        assert_ne!(operation_id("j", "a"), operation_id("j", "b"));
+        // The separator keeps ("ab","c") and ("a","bc") apart.
+        assert_ne!(operation_id("ab", "c"), operation_id("a", "bc"));
+        assert_eq!(operation_id("j", "a").len(), 32);
+    }
+}

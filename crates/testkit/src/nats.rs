@@ -1,0 +1,239 @@
+//! A throwaway `nats-server` child process for tests.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+/// Environment variable that overrides the `nats-server` binary path.
+const BINARY_ENV: &str = "HSYNC_NATS_SERVER";
+/// How long [`NatsServer::start`] / [`NatsServer::restart`] wait for the server to be ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The line nats-server logs once every listener (client, JetStream) is up.
+const READY_LINE: &str = "Server is ready";
+/// How many log lines an error message quotes.
+const LOG_TAIL_LINES: usize = 40;
+
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago.
+///
+/// The port is found by binding port 0 and closing the listener again, so another process
+/// could in principle grab it before the caller binds it; [`NatsServer::start`] retries with a
+/// fresh port when that race is lost.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0 to find a free port")
+}
+
+/// A `nats-server -js` child process on a free loopback port with a temporary store.
+///
+/// Dropping it kills the server (SIGKILL) and removes the store directory.
+#[derive(Debug)]
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    // Holds `store/` and `nats.log`; removed on drop (declared last so the child is
+    // killed before the directory goes away — see `Drop`).
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts `nats-server -a 127.0.0.1 -p <free port> -js -sd <tempdir>` and waits (≤ 10 s)
+    /// until a TCP connect succeeds and the log says the server is ready.
+    ///
+    /// The binary is `$HSYNC_NATS_SERVER` if set, else `nats-server` from `PATH`.
+    pub fn start() -> anyhow::Result<NatsServer> {
+        let binary = find_binary()?;
+        let dir = tempfile::Builder::new()
+            .prefix("hsync-nats-")
+            .tempdir()
+            .context("creating a temporary directory for the nats-server store")?;
+        std::fs::create_dir_all(dir.path().join("store")).context("creating the store dir")?;
+
+        let mut server = NatsServer {
+            binary,
+            port: free_port(),
+            child: None,
+            dir,
+        };
+        // `free_port` can race with other processes grabbing the same port; a lost race shows
+        // up as the child exiting with "address already in use", so retry with a new port.
+        let mut attempt = 1;
+        loop {
+            match server.spawn_and_wait() {
+                Ok(()) => return Ok(server),
+                Err(e) if attempt >= 3 => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    server.port = free_port();
+                }
+            }
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (gracefully if it is still running, so JetStream flushes its store)
+    /// and starts it again on the same port with the same store directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop_gracefully();
+        self.spawn_and_wait()
+    }
+
+    /// Kills the server with SIGKILL (no graceful shutdown) and reaps it. Idempotent; the
+    /// store is kept so [`NatsServer::restart`] can bring it back.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` sends SIGKILL on Unix. An error means it already exited.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("nats.log")
+    }
+
+    /// SIGTERM via the `kill` utility (std offers only SIGKILL and this crate forbids the
+    /// `unsafe` a libc call would need), falling back to SIGKILL after 5 s.
+    fn stop_gracefully(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let terminated = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if terminated {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+
+    fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        let log_path = self.log_path();
+        // Append, so a restart keeps the earlier runs' log; readiness is judged only on what
+        // this run wrote (from `offset` on). The child writes to a file rather than a pipe so
+        // a chatty server can never block on a full pipe nobody reads.
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let store = self.dir.path().join("store");
+        let port = self.port.to_string();
+        let child = Command::new(&self.binary)
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log file handle")?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))?;
+        self.child = Some(child);
+
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let child = self.child.as_mut().expect("just spawned");
+            if let Some(status) = child.try_wait().context("polling nats-server")? {
+                self.child = None;
+                bail!(
+                    "nats-server on port {} exited during startup ({status}); log tail:\n{}",
+                    self.port,
+                    log_tail(&log_path, offset)
+                );
+            }
+            let log_ready = read_from(&log_path, offset).contains(READY_LINE);
+            if log_ready && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!(
+                    "nats-server on port {} was not ready within {:?}; log tail:\n{}",
+                    self.port,
+                    READY_TIMEOUT,
+                    log_tail(&log_path, offset)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // Kill first: the TempDir field is dropped after this and removes the store, which
+        // must not happen under a live server.
+        self.kill();
+    }
+}
+
+fn find_binary() -> anyhow::Result<PathBuf> {
+    const HINT: &str = "install nats-server (apt-get install nats-server)";
+    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "{BINARY_ENV}={} does not name a file; set it to a nats-server binary or {HINT}",
+            path.display()
+        );
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("`nats-server` was not found on PATH: {HINT}"))
+}
+
+/// The log's contents from byte `offset` on (lossy UTF-8); empty if unreadable.
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut buf);
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn log_tail(path: &Path, offset: u64) -> String {
+    let text = read_from(path, offset);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    if lines.is_empty() {
+        "<empty log>".to_owned()
+    } else {
+        lines[start..].join("\n")
+    }
+}

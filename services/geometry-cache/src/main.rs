@@ -1,0 +1,39 @@
+//! geometry-cache: configuration, wiring, graceful shutdown.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use hsync_bus::{streams, Bus, BusConfig, Shutdown};
+
+#[derive(Parser, Debug)]
+#[command(name = "geometry-cache", version, about = "Serves HyperSync's hyperbolic geometry operators")]
+struct Args {
+    #[command(flatten)]
+    bus: BusConfig,
+    /// Entries per operator cache; 0 turns caching off.
+    #[arg(long = "cache-entries", env = "HSYNC_GEO_CACHE_ENTRIES", default_value_t = 100_000)]
+    cache_entries: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("geometry-cache"))?;
+    let shutdown = Shutdown::on_signals();
+
+    let bus = Arc::new(Bus::connect(&args.bus, "geometry-cache").await?);
+    let registry = streams::operators_bucket(&bus.jetstream(), bus.names()).await?;
+    for def in geometry_cache::definitions(bus.names()) {
+        let (_, body) = bus.codec().encode(&def, hsync_protocol::Format::MsgPack)?;
+        registry
+            .put(&def.id, body)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register {}: {e}", def.id))?;
+    }
+
+    tracing::info!(nats = %args.bus.nats_url, "geometry-cache ready");
+    let result = geometry_cache::run(bus.clone(), args.cache_entries, shutdown.signal()).await;
+    bus.drain().await;
+    telemetry.shutdown();
+    result
+}

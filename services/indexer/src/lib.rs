@@ -1,0 +1,213 @@
+//! indexer: takes signed batches from the receipts stream into RocksDB (acking only after
+//! the write) and answers audit queries on `hsync.index.*`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hsync_bus::{serve, start_service, streams, Bus, Incoming, ServeOptions, ShutdownSignal};
+use hsync_index::{IndexOptions, IndexStore};
+use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, MAX_PAGE};
+use hsync_protocol::names::services;
+use hsync_protocol::receipt::SignedBatch;
+use hsync_protocol::{ErrorCode, ErrorReply};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct IndexerConfig {
+    /// RocksDB directory.
+    #[arg(long = "db", env = "HSYNC_INDEX_DIR", default_value = ".hsync/index")]
+    pub db: PathBuf,
+    /// RocksDB block cache, in MiB.
+    #[arg(long = "block-cache-mb", env = "HSYNC_INDEX_BLOCK_CACHE_MB", default_value_t = 64)]
+    pub block_cache_mb: usize,
+    /// fsync every write batch (the WAL is always on).
+    #[arg(long = "sync-writes", env = "HSYNC_INDEX_SYNC", default_value_t = false)]
+    pub sync_writes: bool,
+    /// Most signed batches written in one RocksDB WriteBatch.
+    #[arg(long = "ingest-batch", env = "HSYNC_INDEX_INGEST_BATCH", default_value_t = 16)]
+    pub ingest_batch: usize,
+}
+
+impl IndexerConfig {
+    pub fn open(&self) -> anyhow::Result<IndexStore> {
+        IndexStore::open(&IndexOptions {
+            path: self.db.clone(),
+            block_cache_bytes: self.block_cache_mb.max(1) * 1024 * 1024,
+            sync_writes: self.sync_writes,
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ErrorReply {
+    ErrorReply::new(ErrorCode::Internal, format!("index: {e}"))
+}
+
+fn valid_key(kind: &str, s: &str) -> Result<(), ErrorReply> {
+    if s.is_empty() || s.len() > 256 {
+        return Err(ErrorReply::new(ErrorCode::Malformed, format!("{kind} must be 1-256 characters")));
+    }
+    Ok(())
+}
+
+/// Pulls signed batches into the store until shutdown.
+async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, ingested: Arc<AtomicU64>, mut shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let js = bus.jetstream();
+    let names = bus.names().clone();
+    let stream = streams::receipts_stream(&js, &names).await?;
+    let consumer = streams::durable_consumer(&stream, &names.consumer_indexer(), Duration::from_secs(30)).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(cfg.ingest_batch.max(1))
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot consume signed batches: {e}"))?;
+    while let Some(msgs) = streams::next_batch(&mut messages, cfg.ingest_batch, Duration::from_millis(5), &mut shutdown).await {
+        let mut batches = Vec::with_capacity(msgs.len());
+        let mut spans = Vec::new();
+        for m in &msgs {
+            match bus.codec().decode::<SignedBatch>(m.headers.as_ref(), &m.payload) {
+                Ok(b) => {
+                    for (i, r) in b.receipts.iter().enumerate() {
+                        let span = tracing::info_span!(
+                            "index",
+                            otel.name = %format!("process {}", names.receipts_batches()),
+                            otel.kind = "consumer",
+                            messaging.system = "nats",
+                            messaging.destination.name = %names.receipts_batches(),
+                            messaging.operation.type = "process",
+                            hsync.operation_id = %r.operation_id,
+                            hsync.leaf_index = r.leaf_index,
+                            hsync.job_id = tracing::field::Empty,
+                        );
+                        if let Ok(rec) = r.record() {
+                            span.record("hsync.job_id", rec.job_id.as_str());
+                        }
+                        if let Some(tp) = b.traceparents.get(i) {
+                            let mut h = async_nats::HeaderMap::new();
+                            h.insert("traceparent", tp.as_str());
+                            hsync_telemetry::propagation::set_parent_from_headers(&span, Some(&h));
+                        }
+                        spans.push(span);
+                    }
+                    batches.push(b);
+                }
+                Err(e) => {
+                    tracing::error!("dropping an undecodable signed batch: {e}");
+                    let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
+                }
+            }
+        }
+        let s = store.clone();
+        let n = batches.len();
+        let written = tokio::task::spawn_blocking(move || s.ingest_many(&batches)).await?;
+        match written {
+            Ok(outcome) => {
+                ingested.fetch_add(n as u64, Ordering::Relaxed);
+                if outcome.duplicates > 0 {
+                    tracing::info!(duplicates = outcome.duplicates, "skipped receipts already indexed");
+                }
+                for m in &msgs {
+                    if let Err(e) = m.ack().await {
+                        tracing::warn!("ack failed (the batch will be redelivered and skipped): {e}");
+                    }
+                }
+            }
+            Err(e) => {
+                // Not acked: JetStream redelivers after ack_wait.
+                tracing::error!("cannot write {n} signed batches: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        drop(spans);
+    }
+    Ok(())
+}
+
+pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let ingested = Arc::new(AtomicU64::new(0));
+    let ingest = tokio::spawn(ingest_loop(bus.clone(), store.clone(), cfg, ingested.clone(), shutdown.clone()));
+
+    let stats_store = store.clone();
+    let service = start_service(
+        &bus,
+        services::INDEXER,
+        "RocksDB indexes of receipts; audit queries",
+        move |_| {
+            let s = stats_store.stats().unwrap_or_default();
+            serde_json::json!({
+                "receipts": s.receipts,
+                "batches": s.batches,
+                "tree_size": s.tree_size,
+                "batches_ingested_since_start": ingested.load(Ordering::Relaxed),
+            })
+        },
+    )
+    .await?;
+    let names = bus.names().clone();
+    let add = |name: &'static str, subject: String| {
+        let service = &service;
+        async move {
+            service
+                .endpoint_builder()
+                .name(name)
+                .add(subject)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot add endpoint {name}: {e}"))
+        }
+    };
+    let by_op = add("receipt_by_operation", names.index_receipt_by_operation()).await?;
+    let by_job = add("receipts_by_job", names.index_receipts_by_job()).await?;
+    let stats = add("stats", names.index_stats()).await?;
+
+    let s1 = store.clone();
+    let t1 = tokio::spawn(serve(bus.clone(), by_op, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ReceiptByOperation>| {
+        let store = s1.clone();
+        async move {
+            let id = req.body.operation_id;
+            valid_key("operation_id", &id)?;
+            tracing::Span::current().record("hsync.operation_id", id.as_str());
+            let found = tokio::task::spawn_blocking({
+                let id = id.clone();
+                move || store.receipt_by_operation(&id)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+            found
+                .map(|receipt| ReceiptReply { receipt })
+                .ok_or_else(|| ErrorReply::new(ErrorCode::NotFound, format!("no receipt for operation {id}")))
+        }
+    }));
+    let s2 = store.clone();
+    let t2 = tokio::spawn(serve(bus.clone(), by_job, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ReceiptsByJob>| {
+        let store = s2.clone();
+        async move {
+            let q = req.body;
+            valid_key("job_id", &q.job_id)?;
+            tracing::Span::current().record("hsync.job_id", q.job_id.as_str());
+            let limit = q.limit.clamp(1, MAX_PAGE) as usize;
+            let (receipts, next_cursor) = tokio::task::spawn_blocking(move || store.receipts_by_job(&q.job_id, q.cursor.as_deref(), limit))
+                .await
+                .map_err(internal)?
+                .map_err(|e| ErrorReply::new(ErrorCode::Malformed, e.to_string()))?;
+            Ok(ReceiptPage { receipts, next_cursor })
+        }
+    }));
+    let s3 = store.clone();
+    let t3 = tokio::spawn(serve(bus.clone(), stats, shutdown.clone(), ServeOptions::default(), move |_: Incoming<Empty>| {
+        let store = s3.clone();
+        async move {
+            tokio::task::spawn_blocking(move || store.stats())
+                .await
+                .map_err(internal)?
+                .map_err(internal)
+                .map(|s: IndexStats| s)
+        }
+    }));
+    let ingest_result = ingest.await;
+    let _ = tokio::join!(t1, t2, t3);
+    let _ = service.stop().await;
+    ingest_result?
+}

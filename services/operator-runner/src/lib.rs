@@ -1,0 +1,34 @@
+//! operator-runner: wires the job engine to NATS (the micro service and its endpoints).
+
+use std::sync::Arc;
+
+use hsync_bus::{serve, start_service, Bus, Incoming, ServeOptions, ShutdownSignal};
+use hsync_protocol::job::Job;
+use hsync_protocol::names::services;
+
+use hsync_runner::Engine;
+
+/// Serves `jobs.run` until shutdown.
+pub async fn run(bus: Arc<Bus>, engine: Arc<Engine>, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let stats_engine = engine.clone();
+    let service = start_service(
+        &bus,
+        services::OPERATOR_RUNNER,
+        "runs job DAGs: validation, scheduling, result cache, policy checks, operation records",
+        move |_| stats_engine.stats_json(),
+    )
+    .await?;
+    let endpoint = service
+        .endpoint_builder()
+        .name("run")
+        .add(bus.names().jobs_run())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot add endpoint: {e}"))?;
+    serve(bus.clone(), endpoint, shutdown, ServeOptions::default(), move |req: Incoming<Job>| {
+        let engine = engine.clone();
+        async move { engine.run(req.body).await }
+    })
+    .await;
+    let _ = service.stop().await;
+    Ok(())
+}

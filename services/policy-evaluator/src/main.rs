@@ -1,0 +1,32 @@
+//! policy-evaluator: configuration, wiring, graceful shutdown.
+
+use std::sync::Arc;
+
+use clap::Parser;
+use hsync_bus::{streams, Bus, BusConfig, Shutdown};
+use policy_evaluator::PolicyStore;
+
+#[derive(Parser, Debug)]
+#[command(name = "policy-evaluator", version, about = "Evaluates HyperSync's Cedar policies")]
+struct Args {
+    #[command(flatten)]
+    bus: BusConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("policy-evaluator"))?;
+    let shutdown = Shutdown::on_signals();
+
+    let bus = Arc::new(Bus::connect(&args.bus, "policy-evaluator").await?);
+    let bucket = streams::policies_bucket(&bus.jetstream(), bus.names()).await?;
+    let store = Arc::new(PolicyStore::default());
+    policy_evaluator::load_and_follow(store.clone(), bucket).await?;
+
+    tracing::info!(nats = %args.bus.nats_url, "policy-evaluator ready");
+    let result = policy_evaluator::run(bus.clone(), store, shutdown.signal()).await;
+    bus.drain().await;
+    telemetry.shutdown();
+    result
+}
