@@ -14,8 +14,10 @@ STATE ?= .hsync
 deps:
 	@./scripts/install-deps.sh
 
+# Always the same package selection and targets: a different selection can unify build
+# dependency features differently and make cargo rebuild RocksDB.
 build: deps
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --workspace --all-targets
 
 ## Starts nats-server + the five services in the background, runs examples/jobs, prints
 ## their results and one receipt verified offline. Leaves the cluster running: `make stop`.

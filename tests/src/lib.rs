@@ -89,10 +89,14 @@ impl Cluster {
             if missing.is_empty() {
                 return Ok(());
             }
+            let mut exited = None;
             for (name, child) in self.children.iter_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    anyhow::bail!("{name} exited ({status}) during start-up:\n{}", self.log(name));
+                    exited = Some((name.clone(), status));
                 }
+            }
+            if let Some((name, status)) = exited {
+                anyhow::bail!("{name} exited ({status}) during start-up:\n{}", self.log(&name));
             }
             if Instant::now() > deadline {
                 anyhow::bail!("services not ready: {}", missing.join(", "));

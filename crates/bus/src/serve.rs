@@ -162,10 +162,6 @@ where
     .await
 }
 
-/// Helper for handlers: record the job id on the current span.
-pub fn record_job(job_id: &str) {
-    tracing::Span::current().record("hsync.job_id", job_id);
-}
 
 #[doc(hidden)]
 pub fn _assert_service_is_send(s: Service) -> impl Send {

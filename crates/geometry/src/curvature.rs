@@ -17,5 +17,6 @@ pub(crate) fn sqrt_of_valid(c: f64) -> Result<f64> {
 /// constructor so an invalid `c` is rejected instead of producing a broken model.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct CurvatureRepr {
+    /// The curvature magnitude c (curvature −c).
     pub c: f64,
 }

@@ -7,7 +7,10 @@
 pub enum GeometryError {
     /// The curvature magnitude `c` (the model has curvature −c) must be finite and > 0.
     #[error("invalid curvature: c must be finite and > 0 (curvature is -c), got c = {c}")]
-    InvalidCurvature { c: f64 },
+    InvalidCurvature {
+        /// The rejected value.
+        c: f64,
+    },
 
     /// A point or tangent vector with no coordinates.
     #[error("empty vector: points and tangent vectors need at least one coordinate")]
@@ -15,52 +18,92 @@ pub enum GeometryError {
 
     /// Two vectors that must live in the same space have different lengths.
     #[error("dimension mismatch: expected {expected} coordinates, found {found}")]
-    DimensionMismatch { expected: usize, found: usize },
+    DimensionMismatch {
+        /// Length of the first operand (or first point).
+        expected: usize,
+        /// Length of the offending operand.
+        found: usize,
+    },
 
     /// A NaN or infinite coordinate.
     #[error("non-finite coordinate at index {index}: {value}")]
-    NonFiniteCoordinate { index: usize, value: f64 },
+    NonFiniteCoordinate {
+        /// Position of the first non-finite coordinate.
+        index: usize,
+        /// The coordinate (NaN or ±inf).
+        value: f64,
+    },
 
     /// A NaN or infinite scalar argument (e.g. the factor of a Möbius scalar product).
     #[error("non-finite scalar argument `{name}`: {value}")]
-    NonFiniteScalar { name: &'static str, value: f64 },
+    NonFiniteScalar {
+        /// Name of the parameter.
+        name: &'static str,
+        /// The value (NaN or ±inf).
+        value: f64,
+    },
 
     /// A point on or outside the boundary of the Poincaré ball.
     #[error(
         "point is not inside the Poincaré ball: its norm is {norm}, \
          but points must have norm < 1/sqrt(c) = {radius}"
     )]
-    OutsideBall { norm: f64, radius: f64 },
+    OutsideBall {
+        /// Euclidean norm of the point.
+        norm: f64,
+        /// The ball's radius 1/√c.
+        radius: f64,
+    },
 
     /// A geodesic needs at least its two endpoints.
     #[error("a geodesic needs n >= 2 points (both endpoints included), got n = {n}")]
-    TooFewGeodesicPoints { n: usize },
+    TooFewGeodesicPoints {
+        /// The requested number of points.
+        n: usize,
+    },
 
     /// A Lorentz point has d + 1 coordinates with d >= 1.
     #[error(
         "a Lorentz point needs at least 2 coordinates (time x0 plus >= 1 spatial), found {found}"
     )]
-    LorentzDimension { found: usize },
+    LorentzDimension {
+        /// Number of coordinates given.
+        found: usize,
+    },
 
     /// A Lorentz point on the lower sheet (or the degenerate x0 = 0).
     #[error("Lorentz point is not on the upper sheet: time coordinate x0 = {x0} must be > 0")]
-    LowerSheet { x0: f64 },
+    LowerSheet {
+        /// The time coordinate found.
+        x0: f64,
+    },
 
     /// A Lorentz point too far from the hyperboloid ⟨x,x⟩_L = −1/c.
     #[error(
         "point is not on the hyperboloid <x,x>_L = -1/c: relative residual {residual} \
          exceeds tolerance {tolerance} (use Lorentz::project to snap it)"
     )]
-    OffHyperboloid { residual: f64, tolerance: f64 },
+    OffHyperboloid {
+        /// |c⟨x,x⟩_L + 1| / (c·x₀²).
+        residual: f64,
+        /// The accepted maximum, `HYPERBOLOID_TOLERANCE`.
+        tolerance: f64,
+    },
 
     /// `pairwise_distances` would need a matrix with more than `usize::MAX` entries.
     #[error("too many points for a pairwise distance matrix: n = {n}")]
-    TooManyPoints { n: usize },
+    TooManyPoints {
+        /// Number of points given.
+        n: usize,
+    },
 
     /// An intermediate or final value overflowed. Only reachable with coordinates near the
     /// f64 range limits or extreme curvatures; reported instead of returning NaN/inf.
     #[error("numerical overflow: {operation} produced a non-finite value")]
-    NonFiniteResult { operation: &'static str },
+    NonFiniteResult {
+        /// The operation that overflowed.
+        operation: &'static str,
+    },
 }
 
 /// Shorthand used throughout the crate.

@@ -55,7 +55,10 @@ impl From<Lorentz> for CurvatureRepr {
 impl Lorentz {
     /// The hyperboloid with curvature −c. Fails unless `c` is finite and > 0.
     pub fn new(c: f64) -> Result<Self> {
-        Ok(Lorentz { c, sqrt_c: sqrt_of_valid(c)? })
+        Ok(Lorentz {
+            c,
+            sqrt_c: sqrt_of_valid(c)?,
+        })
     }
 
     /// The curvature magnitude c (the sectional curvature is −c).
@@ -75,23 +78,44 @@ impl Lorentz {
         self.split_point(x).map(|_| ())
     }
 
-    /// Hyperbolic distance `d(x, y) = (1/√c)·acosh(−c⟨x,y⟩_L)`, evaluated through the
-    /// Minkowski chord: for points on the hyperboloid
-    /// `⟨x−y, x−y⟩_L = (4/c)·sinh²(√c·d/2)`, so `d = (2/√c)·asinh(√c‖x−y‖_L/2)`.
+    /// Hyperbolic distance `d(x, y) = (1/√c)·acosh(m)`, `m = −c⟨x,y⟩_L`, evaluated with
+    /// whichever of two equivalent forms is well conditioned:
     ///
-    /// Why not acosh: `acosh(1 + ε)` ≈ √(2ε) turns the 1e-16 rounding of ⟨x,y⟩_L into a
-    /// ~1e-8 error for nearby points, whereas the chord is built from coordinate
-    /// differences. Also `d(x, x) = 0` exactly and no clamping is needed other than a
-    /// negative squared chord (tolerated off-hyperboloid rounding) counting as 0.
+    /// * `m ≥ 2` (d ≳ 1.3/√c): `acosh(m)` directly (as `ln 2m` above 1e8, no overflow).
+    ///   Far-apart points make the chord below cancel: for the origin and a point at
+    ///   distance 20, `‖x̄ − ȳ‖` and `|x₀ − y₀|` agree to 8 digits, while `m = √c·x₀` has
+    ///   no cancellation at all.
+    /// * `m < 2`: the Minkowski chord. On the hyperboloid
+    ///   `⟨x−y, x−y⟩_L = (4/c)·sinh²(√c·d/2)`, so `d = (2/√c)·asinh(√c‖x−y‖_L/2)`.
+    ///   `acosh(1 + ε) ≈ √(2ε)` would turn the 1e-16 rounding of m into a ~1e-8 error for
+    ///   nearby points; the chord is built from coordinate differences instead.
+    ///
+    /// `d(x, x) = 0` exactly, `d` is exactly symmetric, and the only clamp is a negative
+    /// squared chord (tolerated off-hyperboloid rounding) counting as 0.
     pub fn distance(&self, x: &[f64], y: &[f64]) -> Result<f64> {
         let (x0, xs) = self.split_point(x)?;
         let (y0, ys) = self.split_point(y)?;
         check_same_dim(x, y)?;
+        let spatial: f64 = xs.iter().zip(ys).map(|(p, q)| p * q).sum();
+        // NaN/inf only when the products overflow (coordinates ≳ 1e154); the chord path
+        // below is overflow-safe and takes over then.
+        let m = self.c * (x0 * y0 - spatial);
+        if m.is_finite() && m >= 2.0 {
+            let h = if m < ASINH_LOG_THRESHOLD {
+                m.acosh()
+            } else {
+                // acosh m = ln 2m − 1/(4m²) − …; the dropped term is < 1e-16 relative.
+                std::f64::consts::LN_2 + m.ln()
+            };
+            return ensure_finite_scalar("lorentz distance", h / self.sqrt_c);
+        }
         // ‖x−y‖²_L = a² − b² with a = ‖x̄ − ȳ‖, b = |x₀ − y₀|, factored as (a−b)(a+b)
         // and never squared, so huge coordinates do not overflow.
         let a = norm_of(xs.iter().zip(ys).map(|(p, q)| p - q));
         let b = (x0 - y0).abs();
-        if !(a > b) {
+        // a ≤ b only through tolerated off-hyperboloid rounding (NaN cannot occur for
+        // finite input, but would also land here).
+        if a.is_nan() || b.is_nan() || a <= b {
             return Ok(0.0);
         }
         let half_s = self.sqrt_c / 2.0;
@@ -159,7 +183,8 @@ impl Lorentz {
             return Err(GeometryError::LorentzDimension { found: x.len() });
         }
         check_finite(x)?;
-        if !(x0 > 0.0) {
+        // x0 is finite here (checked above).
+        if x0 <= 0.0 {
             return Err(GeometryError::LowerSheet { x0 });
         }
         // |c⟨x,x⟩_L + 1| / (c x₀²) = |r² − 1 + 1/(c x₀²)| with r = ‖x̄‖/x₀: scale-free, so
@@ -170,7 +195,10 @@ impl Lorentz {
         if residual <= HYPERBOLOID_TOLERANCE {
             Ok((x0, xs))
         } else {
-            Err(GeometryError::OffHyperboloid { residual, tolerance: HYPERBOLOID_TOLERANCE })
+            Err(GeometryError::OffHyperboloid {
+                residual,
+                tolerance: HYPERBOLOID_TOLERANCE,
+            })
         }
     }
 }
@@ -187,15 +215,24 @@ mod tests {
     fn validation() {
         let l = Lorentz::new(1.0).unwrap();
         assert_eq!(l.check_point(&[]), Err(GeometryError::EmptyVector));
-        assert_eq!(l.check_point(&[1.0]), Err(GeometryError::LorentzDimension { found: 1 }));
-        assert_eq!(l.check_point(&[-1.0, 0.0]), Err(GeometryError::LowerSheet { x0: -1.0 }));
+        assert_eq!(
+            l.check_point(&[1.0]),
+            Err(GeometryError::LorentzDimension { found: 1 })
+        );
+        assert_eq!(
+            l.check_point(&[-1.0, 0.0]),
+            Err(GeometryError::LowerSheet { x0: -1.0 })
+        );
         let err = l.check_point(&[2.0, 0.0]).unwrap_err();
         assert!(matches!(err, GeometryError::OffHyperboloid { .. }));
         assert!(err.to_string().contains("project"), "{err}");
         assert!(l.check_point(&[1.0, 0.0]).is_ok());
         assert!(matches!(
             l.distance(&[1.0, 0.0], &[1.0, 0.0, 0.0]),
-            Err(GeometryError::DimensionMismatch { expected: 2, found: 3 })
+            Err(GeometryError::DimensionMismatch {
+                expected: 2,
+                found: 3
+            })
         ));
         assert!(Lorentz::new(0.0).is_err());
     }
@@ -224,7 +261,10 @@ mod tests {
         let x = l.project(&[-7.0, 0.3, -0.4]).unwrap();
         l.check_point(&x).unwrap();
         assert_close(minkowski_dot(&x, &x).unwrap(), -0.5, 1e-15);
-        assert_eq!(l.project(&[1.0]), Err(GeometryError::LorentzDimension { found: 1 }));
+        assert_eq!(
+            l.project(&[1.0]),
+            Err(GeometryError::LorentzDimension { found: 1 })
+        );
         let big = l.project(&[0.0, 1e300, 1e300]).unwrap();
         l.check_point(&big).unwrap();
     }

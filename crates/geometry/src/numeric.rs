@@ -143,7 +143,7 @@ pub(crate) fn one_minus_c_norm_sq(c: f64, x: &[f64]) -> f64 {
     // Σ s_i² >= 1 because the largest |s_i| is >= 1 (up to the clamp for subnormal
     // inputs, where c' is tiny anyway). So c' >= 4 means c‖x‖² >= 4: clearly outside,
     // no precision needed, and this keeps two_prod's split away from overflow.
-    if !(c_scaled < 4.0) {
+    if c_scaled.is_nan() || c_scaled >= 4.0 {
         return 1.0 - c_scaled * (hi + lo);
     }
     let (ph, pe) = two_prod(c_scaled, hi);
@@ -169,22 +169,25 @@ pub(crate) fn asinh_ratio(num: f64, da: f64, db: f64) -> f64 {
     }
 }
 
-/// `(tanh t, sech² t)` for `t >= 0` (including +inf), both accurate to a few ulps.
+/// `(tanh t, 1 − tanh t, sech² t)` for `t >= 0` (including +inf), each accurate to a
+/// few ulps.
 ///
-/// sech² is computed directly as 4e/(1+e)² with e = exp(−2t) rather than as 1 − tanh²:
-/// for large t, 1 − tanh² cancels to 0 while sech² is still a perfectly good small number
-/// (it is the δ of the point at hyperbolic distance 2t/√c from the origin).
-pub(crate) fn tanh_sech2(t: f64) -> (f64, f64) {
-    if !(t > 0.0) {
+/// `1 − tanh t = 2e/(1+e)` and `sech² t = 4e/(1+e)²` (e = exp(−2t)) are computed
+/// directly rather than from tanh: for large t they are tiny but perfectly good numbers
+/// (sech² t is the δ of the point at distance 2t/√c from the origin) that subtracting
+/// from 1 would round to 0.
+pub(crate) fn tanh_parts(t: f64) -> (f64, f64, f64) {
+    if t.is_nan() || t <= 0.0 {
         // t == 0 (or a NaN that validation should have excluded): the identity.
-        return (0.0, 1.0);
+        return (0.0, 1.0, 1.0);
     }
     let e = (-2.0 * t).exp();
     let one_plus_e = 1.0 + e;
     // 1 − e via expm1 keeps relative precision for small t.
     let tanh = -(-2.0 * t).exp_m1() / one_plus_e;
+    let one_minus_tanh = 2.0 * e / one_plus_e;
     let sech2 = 4.0 * e / (one_plus_e * one_plus_e);
-    (tanh, sech2)
+    (tanh, one_minus_tanh, sech2)
 }
 
 #[cfg(test)]
@@ -221,23 +224,25 @@ mod tests {
 
     #[test]
     fn norm_avoids_overflow_and_underflow() {
-        assert_eq!(norm_of([3e300, 4e300].into_iter()), 5e300);
-        assert_eq!(norm_of([3e-300, 4e-300].into_iter()), 5e-300);
+        // The decimal inputs are themselves rounded, so compare to 1 ulp-ish.
+        assert!((norm_of([3e300, 4e300].into_iter()) / 5e300 - 1.0).abs() < 4e-16);
+        assert!((norm_of([3e-300, 4e-300].into_iter()) / 5e-300 - 1.0).abs() < 4e-16);
         assert!(norm_of([f64::NAN, 1.0].into_iter()).is_nan());
         assert_eq!(norm_of([f64::INFINITY].into_iter()), f64::INFINITY);
         assert_eq!(norm_of(std::iter::empty()), 0.0);
     }
 
     #[test]
-    fn tanh_sech2_limits() {
-        assert_eq!(tanh_sech2(0.0), (0.0, 1.0));
-        let (t, s) = tanh_sech2(f64::INFINITY);
-        assert_eq!((t, s), (1.0, 0.0));
-        let (t, s) = tanh_sech2(20.0);
+    fn tanh_parts_limits() {
+        assert_eq!(tanh_parts(0.0), (0.0, 1.0, 1.0));
+        assert_eq!(tanh_parts(f64::INFINITY), (1.0, 0.0, 0.0));
+        let (t, m, s) = tanh_parts(20.0);
         assert_eq!(t, 1.0);
+        assert!((m / (2.0 * (-40.0f64).exp()) - 1.0).abs() < 1e-14);
         assert!((s / (4.0 * (-40.0f64).exp()) - 1.0).abs() < 1e-14);
-        let (t, _) = tanh_sech2(1e-10);
+        let (t, m, _) = tanh_parts(1e-10);
         assert!((t / 1e-10 - 1.0).abs() < 1e-15);
+        assert!((m - (1.0 - 1e-10)).abs() < 1e-16);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::curvature::{sqrt_of_valid, CurvatureRepr};
 use crate::error::{GeometryError, Result};
-use crate::numeric::{asinh_ratio, normalized, one_minus_c_norm_sq, tanh_sech2};
+use crate::numeric::{asinh_ratio, normalized, one_minus_c_norm_sq, tanh_parts};
 use crate::vector::{
     check_finite, check_same_dim, check_vector, ensure_finite, ensure_finite_scalar, norm,
 };
@@ -48,7 +48,10 @@ impl From<PoincareBall> for CurvatureRepr {
 impl PoincareBall {
     /// The ball with curvature −c. Fails unless `c` is finite and > 0.
     pub fn new(c: f64) -> Result<Self> {
-        Ok(PoincareBall { c, sqrt_c: sqrt_of_valid(c)? })
+        Ok(PoincareBall {
+            c,
+            sqrt_c: sqrt_of_valid(c)?,
+        })
     }
 
     /// The curvature magnitude c (the sectional curvature is −c).
@@ -157,14 +160,17 @@ impl PoincareBall {
     /// inside (see [`BOUNDARY_MARGIN`]).
     pub fn mobius_scalar_mul(&self, r: f64, x: &[f64]) -> Result<Vec<f64>> {
         if !r.is_finite() {
-            return Err(GeometryError::NonFiniteScalar { name: "r", value: r });
+            return Err(GeometryError::NonFiniteScalar {
+                name: "r",
+                value: r,
+            });
         }
         let dx = self.delta_of(x)?;
         let Some(dir) = normalized(x) else {
             return Ok(vec![0.0; x.len()]);
         };
         let t = r * asinh_ratio(self.sqrt_c * norm(x), 1.0, dx);
-        let (th, _) = tanh_sech2(t.abs());
+        let (th, _, _) = tanh_parts(t.abs());
         let scale = th.copysign(t) / self.sqrt_c;
         let z = ensure_finite("mobius_scalar_mul", dir.iter().map(|u| u * scale).collect())?;
         Ok(self.clamp_into_ball(z))
@@ -184,7 +190,7 @@ impl PoincareBall {
         let Some(dir) = normalized(v) else {
             return Ok(x.to_vec());
         };
-        // √c·λ_x‖v‖/2 = √c‖v‖/δ_x; may overflow to +inf, which tanh_sech2 handles.
+        // √c·λ_x‖v‖/2 = √c‖v‖/δ_x; may overflow to +inf, which tanh_parts handles.
         let t = self.sqrt_c * norm(v) / dx;
         self.step_along(x, dx, &dir, t, "exp_map")
     }
@@ -214,7 +220,7 @@ impl PoincareBall {
         let Some(dir) = normalized(v) else {
             return Ok(vec![0.0; v.len()]);
         };
-        let (th, _) = tanh_sech2(self.sqrt_c * norm(v));
+        let (th, _, _) = tanh_parts(self.sqrt_c * norm(v));
         let scale = th / self.sqrt_c;
         let z = ensure_finite("exp0", dir.iter().map(|u| u * scale).collect())?;
         Ok(self.clamp_into_ball(z))
@@ -290,7 +296,10 @@ impl PoincareBall {
         if dx > 0.0 {
             Ok(dx)
         } else {
-            Err(GeometryError::OutsideBall { norm: norm(x), radius: self.radius() })
+            Err(GeometryError::OutsideBall {
+                norm: norm(x),
+                radius: self.radius(),
+            })
         }
     }
 
@@ -311,22 +320,31 @@ impl PoincareBall {
     /// `x ⊕ y` from precomputed δ's (see [`Self::mobius_add`] for the formula).
     fn mobius_kernel(&self, x: &[f64], y: &[f64], dx: f64, dy: f64) -> Vec<f64> {
         let w: Vec<f64> = x.iter().zip(y).map(|(a, b)| a + b).collect();
+        self.mobius_from_sum(x, &w, dx, dy)
+    }
+
+    /// `x ⊕ y` given `w = x + y` and the δ's: only w, x, δ_x, δ_y enter the formula,
+    /// which lets [`Self::step_along`] supply a more accurate w than `x + fl(y)`.
+    fn mobius_from_sum(&self, x: &[f64], w: &[f64], dx: f64, dy: f64) -> Vec<f64> {
         if w.iter().all(|&v| v == 0.0) {
             // y = −x: the result is exactly the origin.
             return vec![0.0; x.len()];
         }
         // √c‖w‖ <= 2 for in-ball operands, so q cannot overflow.
-        let sw = self.sqrt_c * norm(&w);
+        let sw = self.sqrt_c * norm(w);
         let q = sw * sw;
         let den = dx * dy + q;
-        if !(den > 0.0) {
+        if den.is_nan() || den <= 0.0 {
             // Only if every term underflowed (both points within ~1e-160 of the boundary
             // and y ≈ −x); the limit is the origin.
             return vec![0.0; x.len()];
         }
         let k_w = dx / den;
         let k_x = q / den;
-        w.iter().zip(x).map(|(wi, xi)| k_w * wi + k_x * xi).collect()
+        w.iter()
+            .zip(x)
+            .map(|(wi, xi)| k_w * wi + k_x * xi)
+            .collect()
     }
 
     /// Unit vector in the direction of `(−x) ⊕ y`, i.e. of `δ_x (y − x) − c‖y − x‖² x`.
@@ -334,13 +352,24 @@ impl PoincareBall {
         let diff: Vec<f64> = y.iter().zip(x).map(|(b, a)| b - a).collect();
         let sd = self.sqrt_c * norm(&diff);
         let q = sd * sd;
-        let g: Vec<f64> = diff.iter().zip(x).map(|(di, xi)| dx * di - q * xi).collect();
+        let g: Vec<f64> = diff
+            .iter()
+            .zip(x)
+            .map(|(di, xi)| dx * di - q * xi)
+            .collect();
         // g = 0 only if y = x up to rounding; fall back to the chord direction.
         normalized(&g).or_else(|| normalized(&diff))
     }
 
-    /// `x ⊕ (tanh(t)/√c · dir)` for a unit `dir`, passing the exact δ = sech²(t) of the
-    /// second operand. This is `exp_x` for a tangent vector of Riemannian length 2t/√c.
+    /// `x ⊕ (tanh(t)/√c · dir)` for a unit `dir`: `exp_x` for a tangent vector of
+    /// Riemannian length 2t/√c.
+    ///
+    /// Two precision measures for long steps, where the intermediate point u lies close
+    /// to the boundary and rounding its coordinates would move it by ~1e-16/δ_u in
+    /// hyperbolic distance: u's δ is passed as the exact `sech² t`, and u itself is never
+    /// formed — the formula only needs `w = x + u`, computed as
+    /// `(x + dir/√c) − (1 − tanh t)·dir/√c`, which is exact-ish exactly when x sits
+    /// opposite u (the cancelling case, where w is small).
     fn step_along(
         &self,
         x: &[f64],
@@ -349,10 +378,24 @@ impl PoincareBall {
         t: f64,
         operation: &'static str,
     ) -> Result<Vec<f64>> {
-        let (th, sech2) = tanh_sech2(t);
-        let scale = th / self.sqrt_c;
-        let u: Vec<f64> = dir.iter().map(|d| d * scale).collect();
-        let z = ensure_finite(operation, self.mobius_kernel(x, &u, dx, sech2))?;
+        let (th, one_minus_th, sech2) = tanh_parts(t);
+        let inv_s = 1.0 / self.sqrt_c;
+        let w: Vec<f64> = if th < 0.5 {
+            // Short step: the direct sum has no cancellation to protect.
+            x.iter()
+                .zip(dir)
+                .map(|(xi, di)| xi + th * inv_s * di)
+                .collect()
+        } else {
+            x.iter()
+                .zip(dir)
+                .map(|(xi, di)| {
+                    let edge = di * inv_s;
+                    (xi + edge) - one_minus_th * edge
+                })
+                .collect()
+        };
+        let z = ensure_finite(operation, self.mobius_from_sum(x, &w, dx, sech2))?;
         Ok(self.clamp_into_ball(z))
     }
 
@@ -408,7 +451,13 @@ mod tests {
     fn outside_ball_error_names_the_norm() {
         let b = ball(4.0); // radius 0.5
         let err = b.distance(&[0.0, 0.0], &[0.3, 0.4]).unwrap_err();
-        assert_eq!(err, GeometryError::OutsideBall { norm: 0.5, radius: 0.5 });
+        assert_eq!(
+            err,
+            GeometryError::OutsideBall {
+                norm: 0.5,
+                radius: 0.5
+            }
+        );
         let msg = err.to_string();
         assert!(msg.contains("norm is 0.5"), "{msg}");
         assert!(msg.contains("1/sqrt(c) = 0.5"), "{msg}");
@@ -420,7 +469,10 @@ mod tests {
         assert_eq!(b.distance(&[], &[]), Err(GeometryError::EmptyVector));
         assert_eq!(
             b.distance(&[0.1], &[0.1, 0.2]),
-            Err(GeometryError::DimensionMismatch { expected: 1, found: 2 })
+            Err(GeometryError::DimensionMismatch {
+                expected: 1,
+                found: 2
+            })
         );
         assert!(matches!(
             b.mobius_add(&[0.1, f64::INFINITY], &[0.0, 0.0]),
@@ -434,12 +486,24 @@ mod tests {
             b.mobius_scalar_mul(f64::NAN, &[0.1]),
             Err(GeometryError::NonFiniteScalar { .. })
         ));
-        assert!(matches!(b.exp_map(&[0.1], &[1.0, 2.0]), Err(GeometryError::DimensionMismatch { .. })));
-        assert!(matches!(b.log0(&[1.0]), Err(GeometryError::OutsideBall { .. })));
-        assert!(matches!(b.project(&[f64::NAN]), Err(GeometryError::NonFiniteCoordinate { .. })));
+        assert!(matches!(
+            b.exp_map(&[0.1], &[1.0, 2.0]),
+            Err(GeometryError::DimensionMismatch { .. })
+        ));
+        assert!(matches!(
+            b.log0(&[1.0]),
+            Err(GeometryError::OutsideBall { .. })
+        ));
+        assert!(matches!(
+            b.project(&[f64::NAN]),
+            Err(GeometryError::NonFiniteCoordinate { .. })
+        ));
         assert_eq!(
             b.pairwise_distances(&[vec![0.1], vec![0.1, 0.0]]),
-            Err(GeometryError::DimensionMismatch { expected: 1, found: 2 })
+            Err(GeometryError::DimensionMismatch {
+                expected: 1,
+                found: 2
+            })
         );
     }
 
@@ -447,12 +511,20 @@ mod tests {
     fn known_distances() {
         let b = ball(1.0);
         // d(0, x) = 2 artanh(‖x‖) = ln 3 for ‖x‖ = 1/2.
-        assert_close(b.distance(&[0.0, 0.0], &[0.3, 0.4]).unwrap(), 3f64.ln(), 1e-15);
+        assert_close(
+            b.distance(&[0.0, 0.0], &[0.3, 0.4]).unwrap(),
+            3f64.ln(),
+            1e-15,
+        );
         assert_close(b.distance0(&[0.3, 0.4]).unwrap(), 3f64.ln(), 1e-15);
         assert_eq!(b.distance(&[0.3, 0.4], &[0.3, 0.4]), Ok(0.0));
         // Curvature scaling: with c = 4 the radius is 1/2 and d = (2/√c) artanh(√c‖x‖).
         let b4 = ball(4.0);
-        assert_close(b4.distance(&[0.0], &[0.25]).unwrap(), 3f64.ln() / 2.0, 1e-15);
+        assert_close(
+            b4.distance(&[0.0], &[0.25]).unwrap(),
+            3f64.ln() / 2.0,
+            1e-15,
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub(crate) fn check_same_dim(x: &[f64], y: &[f64]) -> Result<()> {
     if x.len() == y.len() {
         Ok(())
     } else {
-        Err(GeometryError::DimensionMismatch { expected: x.len(), found: y.len() })
+        Err(GeometryError::DimensionMismatch {
+            expected: x.len(),
+            found: y.len(),
+        })
     }
 }
 
@@ -73,7 +76,10 @@ mod tests {
         assert_eq!(dot(&[1.0, 2.0], &[3.0, 4.0]), Ok(11.0));
         assert_eq!(
             dot(&[1.0], &[1.0, 2.0]),
-            Err(GeometryError::DimensionMismatch { expected: 1, found: 2 })
+            Err(GeometryError::DimensionMismatch {
+                expected: 1,
+                found: 2
+            })
         );
         assert_eq!(norm(&[3.0, 4.0]), 5.0);
         assert_eq!(norm(&[]), 0.0);
@@ -83,7 +89,10 @@ mod tests {
     fn validation_names_the_problem() {
         assert_eq!(check_vector(&[]), Err(GeometryError::EmptyVector));
         let err = check_vector(&[0.0, f64::NAN]).unwrap_err();
-        assert!(matches!(err, GeometryError::NonFiniteCoordinate { index: 1, .. }));
+        assert!(matches!(
+            err,
+            GeometryError::NonFiniteCoordinate { index: 1, .. }
+        ));
         assert!(err.to_string().contains("index 1"));
         assert!(ensure_finite("op", vec![1.0, f64::INFINITY]).is_err());
     }

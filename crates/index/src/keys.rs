@@ -16,7 +16,9 @@ pub(crate) fn u64_key(n: u64) -> [u8; U64_LEN] {
 
 /// Reads a big-endian u64 that must be exactly eight bytes.
 pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
-    <[u8; U64_LEN]>::try_from(bytes).ok().map(u64::from_be_bytes)
+    <[u8; U64_LEN]>::try_from(bytes)
+        .ok()
+        .map(u64::from_be_bytes)
 }
 
 /// `job_id || 0x00`: every `by_job` key of the job starts with it.

@@ -176,7 +176,9 @@ pub struct IndexStore {
 
 impl fmt::Debug for IndexStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IndexStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("IndexStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -244,7 +246,12 @@ impl IndexStore {
         // Decode and encode outside the lock: it is the CPU-heavy part and needs no state.
         let prepared = batches
             .iter()
-            .map(|b| b.receipts.iter().map(prepare).collect::<Result<Vec<_>, _>>())
+            .map(|b| {
+                b.receipts
+                    .iter()
+                    .map(prepare)
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let checkpoint_values = batches
             .iter()
@@ -283,7 +290,11 @@ impl IndexStore {
                 }
                 Some(_) => {}
                 None => {
-                    wb.put_cf(self.cf(CF_CHECKPOINTS), keys::u64_key(cp.tree_size), cp_value);
+                    wb.put_cf(
+                        self.cf(CF_CHECKPOINTS),
+                        keys::u64_key(cp.tree_size),
+                        cp_value,
+                    );
                     pending_checkpoints.insert(cp.tree_size, cp.root_hash);
                     counters.batches += 1;
                     counters.tree_size = counters.tree_size.max(cp.tree_size);
@@ -293,7 +304,10 @@ impl IndexStore {
             let (known_ops, known_leaves) = self.lookup_existing(receipts)?;
             for ((p, known_op), leaf_taken) in receipts.iter().zip(known_ops).zip(known_leaves) {
                 let r = p.receipt;
-                let indexed_at = pending_ops.get(r.operation_id.as_str()).copied().or(known_op);
+                let indexed_at = pending_ops
+                    .get(r.operation_id.as_str())
+                    .copied()
+                    .or(known_op);
                 if let Some(first) = indexed_at {
                     if first != r.leaf_index {
                         tracing::warn!(
@@ -317,7 +331,11 @@ impl IndexStore {
                 }
                 let leaf_key = keys::u64_key(r.leaf_index);
                 wb.put_cf(self.cf(CF_RECEIPTS), leaf_key, &p.value);
-                wb.put_cf(self.cf(CF_BY_OPERATION), r.operation_id.as_bytes(), leaf_key);
+                wb.put_cf(
+                    self.cf(CF_BY_OPERATION),
+                    r.operation_id.as_bytes(),
+                    leaf_key,
+                );
                 wb.put_cf(self.cf(CF_BY_JOB), &p.job_key, b"");
                 wb.put_cf(self.cf(CF_BY_OPERATOR_TIME), &p.operator_time_key, b"");
                 pending_ops.insert(&r.operation_id, r.leaf_index);
@@ -354,20 +372,27 @@ impl IndexStore {
 
     /// The receipt of one operation.
     pub fn receipt_by_operation(&self, operation_id: &str) -> Result<Option<Receipt>, IndexError> {
-        let Some(leaf) = self.db.get_pinned_cf(self.cf(CF_BY_OPERATION), operation_id.as_bytes())?
+        let Some(leaf) = self
+            .db
+            .get_pinned_cf(self.cf(CF_BY_OPERATION), operation_id.as_bytes())?
         else {
             return Ok(None);
         };
         let leaf_index = keys::read_u64(&leaf).ok_or_else(|| IndexError::Corrupt {
             cf: CF_BY_OPERATION,
-            reason: format!("operation {operation_id:?} maps to {} bytes, not a leaf index", leaf.len()),
+            reason: format!(
+                "operation {operation_id:?} maps to {} bytes, not a leaf index",
+                leaf.len()
+            ),
         })?;
         match self.receipt_by_index(leaf_index)? {
             Some(r) => Ok(Some(r)),
             // Both entries are written in one WriteBatch and never deleted.
             None => Err(IndexError::Corrupt {
                 cf: CF_RECEIPTS,
-                reason: format!("operation {operation_id:?} maps to leaf {leaf_index}, which holds no receipt"),
+                reason: format!(
+                    "operation {operation_id:?} maps to leaf {leaf_index}, which holds no receipt"
+                ),
             }),
         }
     }
@@ -420,7 +445,9 @@ impl IndexStore {
 
         let leaf_keys: Vec<_> = leaves.iter().map(|&l| keys::u64_key(l)).collect();
         // Keys are sorted, which lets RocksDB batch the lookups per block.
-        let values = self.db.batched_multi_get_cf(self.cf(CF_RECEIPTS), &leaf_keys, true);
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_RECEIPTS), &leaf_keys, true);
         let mut receipts = Vec::with_capacity(leaves.len());
         for (&leaf, value) in leaves.iter().zip(values) {
             // by_job entries are written with their receipt in one WriteBatch and never
@@ -445,7 +472,9 @@ impl IndexStore {
     /// The checkpoint of the largest tree size stored.
     pub fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, IndexError> {
         // Big-endian keys: the last key is the largest tree size.
-        let mut iter = self.db.iterator_cf(self.cf(CF_CHECKPOINTS), IteratorMode::End);
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_CHECKPOINTS), IteratorMode::End);
         let Some(item) = iter.next() else {
             return Ok(None);
         };
@@ -471,7 +500,9 @@ impl IndexStore {
 
     fn cf(&self, name: &str) -> &ColumnFamily {
         // open() creates or opens every name in COLUMN_FAMILIES, and none is ever dropped.
-        self.db.cf_handle(name).expect("column family opened with the database")
+        self.db
+            .cf_handle(name)
+            .expect("column family opened with the database")
     }
 
     /// Stamps a new index with the schema version, or refuses one written by a newer layout.
@@ -506,7 +537,11 @@ impl IndexStore {
             .map(|v| {
                 keys::read_u64(&v).ok_or_else(|| IndexError::Corrupt {
                     cf: CF_META,
-                    reason: format!("{} is {} bytes, not a u64", String::from_utf8_lossy(key), v.len()),
+                    reason: format!(
+                        "{} is {} bytes, not a u64",
+                        String::from_utf8_lossy(key),
+                        v.len()
+                    ),
                 })
             })
             .transpose()
@@ -514,7 +549,10 @@ impl IndexStore {
 
     /// For each receipt: the leaf index its operation is already indexed at, and whether its
     /// leaf index already holds a receipt. Two batched lookups instead of 2n point reads.
-    fn lookup_existing(&self, receipts: &[Prepared<'_>]) -> Result<(Vec<Option<u64>>, Vec<bool>), IndexError> {
+    fn lookup_existing(
+        &self,
+        receipts: &[Prepared<'_>],
+    ) -> Result<(Vec<Option<u64>>, Vec<bool>), IndexError> {
         let op_keys = receipts.iter().map(|p| p.receipt.operation_id.as_bytes());
         let ops = self
             .db
@@ -530,7 +568,10 @@ impl IndexStore {
                 .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let leaf_keys: Vec<_> = receipts.iter().map(|p| keys::u64_key(p.receipt.leaf_index)).collect();
+        let leaf_keys: Vec<_> = receipts
+            .iter()
+            .map(|p| keys::u64_key(p.receipt.leaf_index))
+            .collect();
         let leaves = self
             .db
             .batched_multi_get_cf(self.cf(CF_RECEIPTS), &leaf_keys, false)

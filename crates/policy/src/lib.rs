@@ -63,7 +63,13 @@
 //! `pre` and `post`. Context attributes the schema does not declare for the
 //! action are dropped before evaluation: a validated policy cannot read them
 //! anyway, and this way a step with an extra parameter is not denied merely
-//! for having it.
+//! for having it. A declared attribute that is missing (when required) or of
+//! the wrong JSON kind denies the step with an error naming it.
+//!
+//! # Limits
+//!
+//! A policy text may hold [`MAX_POLICY_BYTES`] (16 KiB) and nest brackets
+//! [`MAX_POLICY_NESTING`] levels deep; larger ones are rejected when loaded.
 //!
 //! # Decisions
 //!
@@ -114,9 +120,9 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, Entity,
-    EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request,
-    RestrictedExpression, Schema, SchemaFragment, ValidationMode, Validator,
+    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    SchemaFragment, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -157,8 +163,11 @@ pub const DEFAULT_SCHEMA: &str = r#"namespace Hsync {
 "#;
 
 /// Largest accepted policy text, in bytes. Real policies are a few hundred
-/// bytes; the cap keeps a hostile upload from costing parse time and memory.
-pub const MAX_POLICY_BYTES: usize = 64 * 1024;
+/// bytes. The cap bounds parse time, and also AST depth: a bracket-free chain
+/// such as `context.a.a.a…` nests one level per 2 bytes, and Cedar builds and
+/// drops the AST recursively — about 32 000 levels overflow a 2 MiB thread
+/// stack, so 16 KiB (≤ 8 000 levels) keeps a 4× margin.
+pub const MAX_POLICY_BYTES: usize = 16 * 1024;
 
 /// Deepest accepted bracket nesting (`(`, `[`, `{`) in a policy text. Cedar
 /// turns the parse tree into an AST recursively, so unbounded nesting could
@@ -249,7 +258,10 @@ pub struct Decision {
 pub enum PolicyError {
     /// The text is not valid Cedar.
     #[error("policy `{id}` does not parse: {}", .diagnostics.join("; "))]
-    Parse { id: String, diagnostics: Vec<String> },
+    Parse {
+        id: String,
+        diagnostics: Vec<String>,
+    },
     /// The text parses but is not exactly one static policy (several
     /// policies, none, or a template with `?principal`/`?resource` slots).
     #[error("policy `{id}` must contain exactly one static policy: {reason}")]
@@ -259,7 +271,10 @@ pub enum PolicyError {
     TooComplex { id: String, reason: String },
     /// Strict validation against the schema failed.
     #[error("policy `{id}` fails validation against the schema: {}", .diagnostics.join("; "))]
-    Validation { id: String, diagnostics: Vec<String> },
+    Validation {
+        id: String,
+        diagnostics: Vec<String>,
+    },
     /// Two policies share an id.
     #[error("duplicate policy id `{id}`")]
     DuplicateId { id: String },
@@ -310,8 +325,51 @@ struct Loaded {
 /// Top-level context attributes a schema declares for one action.
 #[derive(Clone, Debug, Default)]
 struct ContextShape {
-    /// Attribute name → declared as `decimal`.
-    attrs: HashMap<String, bool>,
+    attrs: HashMap<String, AttrShape>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AttrShape {
+    ty: DeclaredType,
+    required: bool,
+}
+
+/// The declared type of a context attribute, as far as the JSON side is
+/// checked here (Cedar checks the rest, with a less specific message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeclaredType {
+    Long,
+    String,
+    Bool,
+    Decimal,
+    Other,
+}
+
+impl DeclaredType {
+    fn of(ty: &Value) -> Self {
+        let name = match ty.get("type").and_then(Value::as_str) {
+            Some("Extension" | "EntityOrCommon") => ty.get("name").and_then(Value::as_str),
+            other => other,
+        };
+        match name {
+            Some("Long" | "__cedar::Long") => Self::Long,
+            Some("String" | "__cedar::String") => Self::String,
+            Some("Boolean" | "Bool" | "__cedar::Bool") => Self::Bool,
+            Some("decimal" | "__cedar::decimal") => Self::Decimal,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether a (non-null) JSON value can become this type.
+    fn accepts(self, value: &Value) -> bool {
+        match self {
+            Self::Long => is_integer(value),
+            Self::String => value.is_string(),
+            Self::Bool => value.is_boolean(),
+            Self::Decimal => value.is_number(),
+            Self::Other => true,
+        }
+    }
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -502,14 +560,21 @@ impl Loaded {
         let mut budget = MAX_CONTEXT_VALUES;
         let mut pairs = Vec::with_capacity(input.context.len());
         for (key, value) in input.context {
-            let declared_decimal = match shape {
+            let declared = match shape {
                 // Not declared for this action: no validated policy can read it.
                 Some(shape) => match shape.attrs.get(key) {
-                    Some(is_decimal) => *is_decimal,
+                    Some(attr) => attr.ty,
                     None => continue,
                 },
-                None => false,
+                None => DeclaredType::Other,
             };
+            if !value.is_null() && !declared.accepts(value) {
+                return Err(format!(
+                    "context.{key}: the schema declares {declared:?}, got {}",
+                    json_kind(value)
+                ));
+            }
+            let declared_decimal = declared == DeclaredType::Decimal;
             let converted = if declared_decimal && is_integer(value) {
                 // The schema says decimal; accept producers that sent `3` for `3.0`.
                 Some(RestrictedExpression::new_decimal(format!("{value}.0")))
@@ -520,10 +585,31 @@ impl Loaded {
                 pairs.push((key.clone(), expr));
             }
         }
+        if let Some(shape) = shape {
+            // Cedar's own message for this names no attribute; say which.
+            let mut missing: Vec<&str> = shape
+                .attrs
+                .iter()
+                .filter(|(name, attr)| {
+                    attr.required && input.context.get(*name).is_none_or(Value::is_null)
+                })
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                missing.sort_unstable();
+                return Err(format!(
+                    "context lacks attribute(s) the schema requires for `{}`: {}",
+                    input.stage.action_id(),
+                    missing.join(", ")
+                ));
+            }
+        }
         let context = Context::from_pairs(pairs).map_err(|e| render(&e, None))?;
 
-        let principal =
-            EntityUid::from_type_name_and_id(self.user_type.clone(), EntityId::new(input.principal));
+        let principal = EntityUid::from_type_name_and_id(
+            self.user_type.clone(),
+            EntityId::new(input.principal),
+        );
         let resource = EntityUid::from_type_name_and_id(
             self.operator_type.clone(),
             EntityId::new(input.operator),
@@ -536,7 +622,9 @@ impl Loaded {
         let capabilities: BTreeSet<&str> = input.capabilities.iter().map(String::as_str).collect();
         let cap_uids: Vec<EntityUid> = capabilities
             .iter()
-            .map(|c| EntityUid::from_type_name_and_id(self.capability_type.clone(), EntityId::new(c)))
+            .map(|c| {
+                EntityUid::from_type_name_and_id(self.capability_type.clone(), EntityId::new(c))
+            })
             .collect();
         let operator = Entity::new(
             resource,
@@ -615,12 +703,15 @@ fn parse_single(id: &str, text: &str) -> Result<Policy, PolicyError> {
                 let statics = set.policies().count();
                 let templates = set.templates().count();
                 let reason = if templates > 0 {
-                    Some(format!(
+                    Some(
                         "found a template (a policy with `?principal`/`?resource` slots); \
                          templates are not supported"
-                    ))
+                            .to_string(),
+                    )
                 } else if statics != 1 {
-                    Some(format!("found {statics} policies; store each under its own id"))
+                    Some(format!(
+                        "found {statics} policies; store each under its own id"
+                    ))
                 } else {
                     None
                 };
@@ -753,11 +844,33 @@ fn render(diag: &(impl Diagnostic + ?Sized), src: Option<&str>) -> String {
             let _ = write!(out, " (at {line}:{column})");
         }
     }
+    // Cedar often wraps the specific cause; add it unless already shown.
+    let mut source = diag.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            let _ = write!(out, ": {text}");
+        }
+        source = cause.source();
+    }
     if let Some(help) = diag.help() {
         let _ = write!(out, " (help: {help})");
     }
+    // Some Cedar messages quote the whole context or policy; decisions travel
+    // in messages and logs, so keep each error readable and bounded.
+    if out.len() > MAX_ERROR_BYTES {
+        let mut cut = MAX_ERROR_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
     out
 }
+
+/// Longest rendered diagnostic, in bytes, before it is cut.
+const MAX_ERROR_BYTES: usize = 1024;
 
 /// Reads the context attributes the schema declares for `stage`'s action,
 /// from the schema's JSON form (the `Schema` API does not expose them).
@@ -784,8 +897,10 @@ fn context_shape(src: &str, stage: Stage) -> Option<ContextShape> {
         .as_object()?
         .iter()
         .map(|(name, ty)| {
-            let ty = resolve_common(ns, ty).unwrap_or(ty);
-            (name.clone(), is_decimal_type(ty))
+            // Optional attributes carry `"required": false`; absent means required.
+            let required = ty.get("required").and_then(Value::as_bool).unwrap_or(true);
+            let ty = DeclaredType::of(resolve_common(ns, ty).unwrap_or(ty));
+            (name.clone(), AttrShape { ty, required })
         })
         .collect();
     Some(ContextShape { attrs })
@@ -808,12 +923,16 @@ fn resolve_common<'a>(ns: &'a Value, ty: &'a Value) -> Option<&'a Value> {
     }
 }
 
-fn is_decimal_type(ty: &Value) -> bool {
-    let name = match ty.get("type").and_then(Value::as_str) {
-        Some("Extension" | "EntityOrCommon") => ty.get("name").and_then(Value::as_str),
-        other => other,
-    };
-    matches!(name, Some("decimal" | "__cedar::decimal"))
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a non-integer number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 fn is_integer(value: &Value) -> bool {

@@ -88,7 +88,10 @@ fn permit_allows_and_names_the_policy() {
 
 #[test]
 fn no_matching_permit_denies_by_default() {
-    let e = engine(&[("bob-only", r#"permit(principal == Hsync::User::"bob", action, resource);"#)]);
+    let e = engine(&[(
+        "bob-only",
+        r#"permit(principal == Hsync::User::"bob", action, resource);"#,
+    )]);
     let d = Step::new(base()).run(&e);
     assert!(!d.allowed);
     assert_eq!(d.policies, [DEFAULT_DENY]);
@@ -99,7 +102,10 @@ fn no_matching_permit_denies_by_default() {
 fn forbid_overrides_permit() {
     let e = engine(&[
         ("allow", PERMIT_ALL),
-        ("no-shell", r#"forbid(principal, action, resource == Hsync::Operator::"shell");"#),
+        (
+            "no-shell",
+            r#"forbid(principal, action, resource == Hsync::Operator::"shell");"#,
+        ),
     ]);
     let mut step = Step::new(base());
     step.operator = "shell";
@@ -117,12 +123,22 @@ fn forbid_overrides_permit() {
 fn policies_lists_every_determining_policy_sorted() {
     let e = engine(&[
         ("z-any", PERMIT_ALL),
-        ("a-alice", r#"permit(principal == Hsync::User::"alice", action, resource);"#),
-        ("m-bob", r#"permit(principal == Hsync::User::"bob", action, resource);"#),
+        (
+            "a-alice",
+            r#"permit(principal == Hsync::User::"alice", action, resource);"#,
+        ),
+        (
+            "m-bob",
+            r#"permit(principal == Hsync::User::"bob", action, resource);"#,
+        ),
     ]);
     let d = Step::new(base()).run(&e);
     assert!(d.allowed);
-    assert_eq!(d.policies, ["a-alice", "z-any"], "non-matching m-bob must not be listed");
+    assert_eq!(
+        d.policies,
+        ["a-alice", "z-any"],
+        "non-matching m-bob must not be listed"
+    );
 }
 
 #[test]
@@ -134,7 +150,11 @@ fn when_condition_on_context_number() {
     assert!(Step::new(with(json!({"dimension": 32}))).run(&e).allowed);
     let d = Step::new(with(json!({"dimension": 64}))).run(&e);
     assert!(!d.allowed);
-    assert!(d.errors.is_empty(), "a false condition is not an error: {:?}", d.errors);
+    assert!(
+        d.errors.is_empty(),
+        "a false condition is not an error: {:?}",
+        d.errors
+    );
 }
 
 #[test]
@@ -151,7 +171,10 @@ fn unless_condition_on_context_string() {
 
 #[test]
 fn stage_maps_to_action() {
-    let e = engine(&[("post-only", r#"permit(principal, action == Hsync::Action::"post", resource);"#)]);
+    let e = engine(&[(
+        "post-only",
+        r#"permit(principal, action == Hsync::Action::"post", resource);"#,
+    )]);
     let mut step = Step::new(base());
     assert!(!step.run(&e).allowed);
     step.stage = Stage::Post;
@@ -160,7 +183,10 @@ fn stage_maps_to_action() {
 
 #[test]
 fn principal_restriction() {
-    let e = engine(&[("alice", r#"permit(principal == Hsync::User::"alice", action, resource);"#)]);
+    let e = engine(&[(
+        "alice",
+        r#"permit(principal == Hsync::User::"alice", action, resource);"#,
+    )]);
     let mut step = Step::new(base());
     assert!(step.run(&e).allowed);
     step.principal = "bob";
@@ -218,8 +244,16 @@ fn decimals_round_to_four_digits() {
         "exact",
         r#"permit(principal, action, resource) when { context.x == decimal("0.1235") && context.y == decimal("-0.0001") };"#,
     )]);
-    assert!(Step::new(with(json!({"x": 0.12346, "y": -0.00005}))).run(&e).allowed);
-    assert!(!Step::new(with(json!({"x": 0.12344, "y": -0.00005}))).run(&e).allowed);
+    assert!(
+        Step::new(with(json!({"x": 0.12346, "y": -0.00005})))
+            .run(&e)
+            .allowed
+    );
+    assert!(
+        !Step::new(with(json!({"x": 0.12344, "y": -0.00005})))
+            .run(&e)
+            .allowed
+    );
 }
 
 #[test]
@@ -246,7 +280,11 @@ fn unrepresentable_numbers_deny_with_a_clear_error() {
         assert_eq!(d.policies, [DEFAULT_DENY]);
         assert_eq!(d.errors.len(), 1);
         assert!(d.errors[0].starts_with("request: "), "{:?}", d.errors);
-        assert!(d.errors[0].contains(needle), "{:?} should name {needle}", d.errors);
+        assert!(
+            d.errors[0].contains(needle),
+            "{:?} should name {needle}",
+            d.errors
+        );
     }
 }
 
@@ -258,7 +296,9 @@ fn f64_to_decimal_formats_and_bounds() {
     assert_eq!(f64_to_decimal(3.0).unwrap(), "3.0000");
     assert_eq!(f64_to_decimal(123.45678).unwrap(), "123.4568");
     // Near the bound f64 has fewer than 4 fractional digits of precision.
-    assert!(f64_to_decimal(-922337203685477.5).unwrap().starts_with("-922337203685477."));
+    assert!(f64_to_decimal(-922337203685477.5)
+        .unwrap()
+        .starts_with("-922337203685477."));
     assert!(f64_to_decimal(f64::NAN).is_err());
     assert!(f64_to_decimal(f64::INFINITY).is_err());
     assert!(f64_to_decimal(f64::NEG_INFINITY).is_err());
@@ -301,7 +341,10 @@ fn escape_keys_in_context_are_plain_data() {
         "not-entity",
         r#"permit(principal, action, resource) when { context.x has __entity };"#,
     )]);
-    let d = Step::new(with(json!({"x": {"__entity": {"type": "Hsync::User", "id": "root"}}}))).run(&e);
+    let d = Step::new(with(
+        json!({"x": {"__entity": {"type": "Hsync::User", "id": "root"}}}),
+    ))
+    .run(&e);
     assert!(d.allowed, "{d:?}");
 }
 
@@ -311,7 +354,10 @@ fn escape_keys_in_context_are_plain_data() {
 fn evaluation_error_denies_and_names_the_policy() {
     let e = engine(&[
         ("allow", PERMIT_ALL),
-        ("needs-dim", "permit(principal, action, resource) when { context.dimension < 64 };"),
+        (
+            "needs-dim",
+            "permit(principal, action, resource) when { context.dimension < 64 };",
+        ),
     ]);
     let d = Step::new(base()).run(&e);
     assert!(!d.allowed, "an error must deny even though `allow` matched");
@@ -324,8 +370,14 @@ fn evaluation_error_denies_and_names_the_policy() {
 #[test]
 fn evaluation_error_and_forbid_are_both_listed() {
     let e = engine(&[
-        ("no-embed", r#"forbid(principal, action, resource == Hsync::Operator::"embed");"#),
-        ("broken", "forbid(principal, action, resource) when { context.nope };"),
+        (
+            "no-embed",
+            r#"forbid(principal, action, resource == Hsync::Operator::"embed");"#,
+        ),
+        (
+            "broken",
+            "forbid(principal, action, resource) when { context.nope };",
+        ),
     ]);
     let d = Step::new(base()).run(&e);
     assert!(!d.allowed);
@@ -353,7 +405,10 @@ fn empty_policy_list_denies() {
 
 #[test]
 fn policy_ids_keep_order_and_ids() {
-    let e = engine(&[("b", PERMIT_ALL), ("a", "forbid(principal, action, resource);")]);
+    let e = engine(&[
+        ("b", PERMIT_ALL),
+        ("a", "forbid(principal, action, resource);"),
+    ]);
     assert_eq!(e.policy_ids(), ["b", "a"]);
     assert_eq!(Step::new(base()).run(&e).policies, ["a"]);
 }
@@ -363,7 +418,10 @@ fn policy_ids_keep_order_and_ids() {
 #[test]
 fn invalid_policy_text_names_the_id_and_location() {
     let err = PolicyEngine::new(
-        [("broken-1".to_string(), "permit(principal, action resource);".to_string())],
+        [(
+            "broken-1".to_string(),
+            "permit(principal, action resource);".to_string(),
+        )],
         None,
     )
     .unwrap_err();
@@ -380,11 +438,25 @@ fn invalid_policy_text_names_the_id_and_location() {
 fn several_policies_or_template_rejected() {
     let two = format!("{PERMIT_ALL}\n{PERMIT_ALL}");
     let err = validate_policy("twice", &two, None).unwrap_err();
-    assert!(matches!(err, PolicyError::NotSinglePolicy { .. }), "{err:?}");
-    assert!(err.to_string().contains("`twice`") && err.to_string().contains("2 policies"), "{err}");
+    assert!(
+        matches!(err, PolicyError::NotSinglePolicy { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("`twice`") && err.to_string().contains("2 policies"),
+        "{err}"
+    );
 
-    let err = validate_policy("tmpl", "permit(principal == ?principal, action, resource);", None).unwrap_err();
-    assert!(matches!(err, PolicyError::NotSinglePolicy { .. }), "{err:?}");
+    let err = validate_policy(
+        "tmpl",
+        "permit(principal == ?principal, action, resource);",
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, PolicyError::NotSinglePolicy { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("template"), "{err}");
 
     let err = validate_policy("empty", "  // nothing\n", None).unwrap_err();
@@ -394,7 +466,10 @@ fn several_policies_or_template_rejected() {
 #[test]
 fn duplicate_ids_rejected() {
     let err = PolicyEngine::new(
-        [("same".to_string(), PERMIT_ALL.to_string()), ("same".to_string(), PERMIT_ALL.to_string())],
+        [
+            ("same".to_string(), PERMIT_ALL.to_string()),
+            ("same".to_string(), PERMIT_ALL.to_string()),
+        ],
         None,
     )
     .unwrap_err();
@@ -440,7 +515,10 @@ fn strict_validation_rejects_unknown_attribute_and_type() {
     let err = PolicyEngine::new(
         [
             ("fine".to_string(), PERMIT_ALL.to_string()),
-            ("bad".to_string(), "permit(principal, action, resource) when { context.nope };".to_string()),
+            (
+                "bad".to_string(),
+                "permit(principal, action, resource) when { context.nope };".to_string(),
+            ),
         ],
         Some(DEFAULT_SCHEMA),
     )
@@ -457,7 +535,10 @@ fn bad_schemas_rejected() {
         Some("namespace Hsync { entity User; entity Capability; entity Operator in [Capability]; action pre appliesTo { principal: User, resource: Operator }; }"),
     )
     .unwrap_err();
-    assert!(err.to_string().contains(r#"Hsync::Action::"post""#), "{err}");
+    assert!(
+        err.to_string().contains(r#"Hsync::Action::"post""#),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- with the default schema
@@ -475,12 +556,22 @@ fn default_schema_engine_types_and_filters_context() {
     let d = Step::new(with(json!({"curvature": 1}))).run(&e);
     assert!(d.allowed, "{d:?}");
     // Undeclared parameters are dropped instead of failing the request.
-    let d = Step::new(with(json!({"curvature": 0.75, "batch": 8, "out": {"rows": 2}}))).run(&e);
+    let d = Step::new(with(
+        json!({"curvature": 0.75, "batch": 8, "out": {"rows": 2}}),
+    ))
+    .run(&e);
     assert!(d.allowed, "{d:?}");
     // Wrong type for a declared attribute fails closed.
     let d = Step::new(with(json!({"curvature": "steep"}))).run(&e);
     assert!(!d.allowed);
-    assert!(d.errors[0].starts_with("request: "), "{:?}", d.errors);
+    assert!(
+        d.errors[0].starts_with("request: context.curvature: "),
+        "{:?}",
+        d.errors
+    );
+    let d = Step::new(with(json!({"curvature": 0.75, "dimension": 1.5}))).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors[0].contains("context.dimension"), "{:?}", d.errors);
     // A required attribute missing fails closed.
     let d = Step::new(json!({"node_id": "n1", "curvature": 0.75})).run(&e);
     assert!(!d.allowed);
@@ -490,9 +581,19 @@ fn default_schema_engine_types_and_filters_context() {
 #[test]
 fn context_shape_reads_default_schema() {
     let shape = context_shape(DEFAULT_SCHEMA, Stage::Post).expect("shape is readable");
-    assert_eq!(shape.attrs.get("curvature"), Some(&true));
-    assert_eq!(shape.attrs.get("dimension"), Some(&false));
-    assert_eq!(shape.attrs.get("job_id"), Some(&false));
+    let attr = |ty, required| Some(AttrShape { ty, required });
+    assert_eq!(
+        shape.attrs.get("curvature").copied(),
+        attr(DeclaredType::Decimal, false)
+    );
+    assert_eq!(
+        shape.attrs.get("dimension").copied(),
+        attr(DeclaredType::Long, false)
+    );
+    assert_eq!(
+        shape.attrs.get("job_id").copied(),
+        attr(DeclaredType::String, true)
+    );
     assert_eq!(shape.attrs.len(), 4);
 
     // Inline record context, decimal written directly.
@@ -501,8 +602,14 @@ fn context_shape_reads_default_schema() {
         action pre, post appliesTo { principal: User, resource: Operator, context: { score: decimal, n?: Long } };
     }"#;
     let shape = context_shape(inline, Stage::Pre).unwrap();
-    assert_eq!(shape.attrs.get("score"), Some(&true));
-    assert_eq!(shape.attrs.get("n"), Some(&false));
+    assert_eq!(
+        shape.attrs.get("score").copied(),
+        attr(DeclaredType::Decimal, true)
+    );
+    assert_eq!(
+        shape.attrs.get("n").copied(),
+        attr(DeclaredType::Long, false)
+    );
 }
 
 // ---------------------------------------------------------------- hostile input
@@ -510,16 +617,28 @@ fn context_shape_reads_default_schema() {
 #[test]
 fn huge_garbage_policy_is_an_error() {
     let garbage: String = (0..1_048_576u32)
-        .map(|i| char::from(b"(){}[]\"a!&| \n=;"[(i.wrapping_mul(2_654_435_761) >> 28) as usize % 15]))
+        .map(|i| {
+            char::from(b"(){}[]\"a!&| \n=;"[(i.wrapping_mul(2_654_435_761) >> 28) as usize % 15])
+        })
         .collect();
     let err = validate_policy("huge", &garbage, None).unwrap_err();
     assert!(matches!(err, PolicyError::TooComplex { .. }), "{err:?}");
     assert!(err.to_string().contains("`huge`"));
 
     // Garbage under the size limit reaches the parser and is rejected by it.
-    let small: String = garbage.chars().filter(|c| !"(){}[]".contains(*c)).take(60_000).collect();
+    let small: String = garbage
+        .chars()
+        .filter(|c| !"(){}[]".contains(*c))
+        .take(MAX_POLICY_BYTES - 100)
+        .collect();
     let err = validate_policy("garbage", &small, None).unwrap_err();
-    assert!(matches!(err, PolicyError::Parse { .. } | PolicyError::NotSinglePolicy { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            PolicyError::Parse { .. } | PolicyError::NotSinglePolicy { .. }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -563,9 +682,12 @@ fn long_operator_chains_do_not_crash() {
 }
 
 fn nested(depth: usize) -> Value {
+    // Built by hand: `json!({"x": v})` would re-serialize `v` each time (quadratic).
     let mut v = json!(1);
     for _ in 0..depth {
-        v = json!({ "x": v });
+        let mut map = Map::new();
+        map.insert("x".to_string(), v);
+        v = Value::Object(map);
     }
     v
 }
@@ -589,7 +711,11 @@ fn deeply_nested_context_denies() {
             let deep = with(json!({"n": nested(200_000)}));
             let d = Step::new(deep).run(&e);
             assert!(!d.allowed);
-            assert!(d.errors[0].starts_with("request: context.n.x.x"), "{:?}", d.errors);
+            assert!(
+                d.errors[0].starts_with("request: context.n.x.x"),
+                "{:?}",
+                d.errors
+            );
         })
         .unwrap()
         .join()
@@ -597,11 +723,29 @@ fn deeply_nested_context_denies() {
 }
 
 #[test]
+fn long_cedar_messages_are_bounded() {
+    // Cedar quotes the whole context when it does not match the schema.
+    let schema = r#"namespace Hsync {
+        entity User; entity Capability; entity Operator in [Capability] { capabilities: Set<String> };
+        action pre, post appliesTo { principal: User, resource: Operator, context: { job_id: String, sizes: Set<Long> } };
+    }"#;
+    let e = PolicyEngine::new([("allow".to_string(), PERMIT_ALL.to_string())], Some(schema)).unwrap();
+    let big = "x".repeat(100_000);
+    let d = Step::new(json!({"job_id": big, "sizes": ["not a number"]})).run(&e);
+    assert!(!d.allowed);
+    assert!(d.errors[0].len() < 2 * MAX_ERROR_BYTES, "{} bytes", d.errors[0].len());
+}
+
+#[test]
 fn oversized_context_denies() {
     let e = engine(&[("allow", PERMIT_ALL)]);
     let d = Step::new(with(json!({"v": vec![0; MAX_CONTEXT_VALUES]}))).run(&e);
     assert!(!d.allowed);
-    assert!(d.errors[0].contains("values in the context"), "{:?}", d.errors);
+    assert!(
+        d.errors[0].contains("values in the context"),
+        "{:?}",
+        d.errors
+    );
 }
 
 #[test]

@@ -349,7 +349,12 @@ mod tests {
         assert_eq!(again.verifier_key(), key.verifier_key());
         assert_eq!(again.key_id(), key.verifier_key().key_id());
         assert_eq!(again.sign(b"m"), key.sign(b"m"));
-        assert_eq!(SigningKey::load(&path, "hsync.example/log").unwrap().public_key_bytes(), key.public_key_bytes());
+        assert_eq!(
+            SigningKey::load(&path, "hsync.example/log")
+                .unwrap()
+                .public_key_bytes(),
+            key.public_key_bytes()
+        );
     }
 
     #[test]
@@ -379,15 +384,30 @@ mod tests {
         assert!(matches!(err, KeyError::Malformed { .. }), "{err}");
         let pem = format!("{PEM_BEGIN}\nAAAA\n{PEM_END}\n");
         write_atomic(&path, pem.as_bytes(), 0o600, 0o700).unwrap();
-        assert!(matches!(SigningKey::load(&path, "log"), Err(KeyError::Malformed { .. })));
-        assert!(matches!(SigningKey::load(dir.path(), "log"), Err(KeyError::NotAFile { .. })));
+        assert!(matches!(
+            SigningKey::load(&path, "log"),
+            Err(KeyError::Malformed { .. })
+        ));
+        assert!(matches!(
+            SigningKey::load(dir.path(), "log"),
+            Err(KeyError::NotAFile { .. })
+        ));
         assert!(matches!(
             SigningKey::load(&dir.path().join("missing"), "log"),
             Err(KeyError::Io { .. })
         ));
-        assert!(matches!(SigningKey::generate("has space"), Err(KeyError::InvalidName(_))));
-        assert!(matches!(SigningKey::generate("a+b"), Err(KeyError::InvalidName(_))));
-        assert!(matches!(SigningKey::generate(""), Err(KeyError::InvalidName(_))));
+        assert!(matches!(
+            SigningKey::generate("has space"),
+            Err(KeyError::InvalidName(_))
+        ));
+        assert!(matches!(
+            SigningKey::generate("a+b"),
+            Err(KeyError::InvalidName(_))
+        ));
+        assert!(matches!(
+            SigningKey::generate(""),
+            Err(KeyError::InvalidName(_))
+        ));
     }
 
     #[test]
@@ -396,16 +416,22 @@ mod tests {
         let key = SigningKey::generate("hsync.example/log").unwrap();
         let path = dir.path().join("pub/log.vkey");
         key.write_verifier_key(&path).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{}\n", key.verifier_key()));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}\n", key.verifier_key())
+        );
         assert_eq!(read_verifier_key(&path).unwrap(), key.verifier_key());
         assert!(format!("{key:?}").contains("hsync.example/log+"));
     }
 
     #[test]
     fn rfc8032_vectors_sign_exactly() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/ed25519/rfc8032-7.1.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/testdata/ed25519/rfc8032-7.1.json"
+        );
         let text = fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("RFC 8032 test vectors not found at {path}: {e}"));
+            .unwrap_or_else(|e| panic!("\n\nRFC 8032 TEST DATA MISSING: looked for {path} (the repository's sibling directory shared/testdata): {e}\n"));
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let vectors = json["vectors"].as_array().expect("vectors array");
         assert!(!vectors.is_empty());
@@ -414,7 +440,12 @@ mod tests {
             let seed: [u8; 32] = field("secret_key").try_into().unwrap();
             let key = SigningKey::from_seed("rfc8032", &seed).unwrap();
             assert_eq!(key.public_key_bytes().to_vec(), field("public_key"));
-            assert_eq!(key.sign(&field("message")).to_vec(), field("signature"), "{}", v["name"]);
+            assert_eq!(
+                key.sign(&field("message")).to_vec(),
+                field("signature"),
+                "{}",
+                v["name"]
+            );
         }
     }
 }

@@ -153,10 +153,18 @@ pub enum VerifyError {
     #[error("wrong proof length: expected {expected} hashes, got {got}")]
     WrongProofLength { expected: u64, got: u64 },
     /// The recomputed (new/second) root differs from the claimed root.
-    #[error("root mismatch: proof yields {}, expected {}", hex::encode(computed), hex::encode(expected))]
+    #[error(
+        "root mismatch: proof yields {}, expected {}",
+        hex::encode(computed),
+        hex::encode(expected)
+    )]
     RootMismatch { computed: Hash, expected: Hash },
     /// Consistency only: the recomputed old root differs from `root1`.
-    #[error("old root mismatch: proof yields {}, expected {}", hex::encode(computed), hex::encode(expected))]
+    #[error(
+        "old root mismatch: proof yields {}, expected {}",
+        hex::encode(computed),
+        hex::encode(expected)
+    )]
     OldRootMismatch { computed: Hash, expected: Hash },
     /// Consistency only: the second tree is smaller than the first.
     #[error("tree size went backwards: size1 {size1} > size2 {size2}")]
@@ -205,7 +213,9 @@ pub fn verify_inclusion(
     let mut r = *leaf;
     for p in proof {
         if sn == 0 {
-            return Err(VerifyError::Malformed("inclusion path longer than the tree"));
+            return Err(VerifyError::Malformed(
+                "inclusion path longer than the tree",
+            ));
         }
         if fn_ & 1 == 1 || fn_ == sn {
             r = node_hash(p, &r);
@@ -222,7 +232,9 @@ pub fn verify_inclusion(
         sn >>= 1;
     }
     if sn != 0 {
-        return Err(VerifyError::Malformed("inclusion path shorter than the tree"));
+        return Err(VerifyError::Malformed(
+            "inclusion path shorter than the tree",
+        ));
     }
     if r != *root {
         return Err(VerifyError::RootMismatch {
@@ -305,7 +317,9 @@ pub fn verify_consistency(
     let mut sr = *first;
     for c in path {
         if sn == 0 {
-            return Err(VerifyError::Malformed("consistency path longer than the tree"));
+            return Err(VerifyError::Malformed(
+                "consistency path longer than the tree",
+            ));
         }
         if fn_ & 1 == 1 || fn_ == sn {
             fr = node_hash(c, &fr);
@@ -323,7 +337,9 @@ pub fn verify_consistency(
         sn >>= 1;
     }
     if sn != 0 {
-        return Err(VerifyError::Malformed("consistency path shorter than the tree"));
+        return Err(VerifyError::Malformed(
+            "consistency path shorter than the tree",
+        ));
     }
     if fr != *root1 {
         return Err(VerifyError::OldRootMismatch {
@@ -516,7 +532,9 @@ impl BatchWalk<'_> {
                 Some(h) => return h,
                 // Impossible while `nodes.len() == size.count_ones()`, which
                 // every constructor (including Deserialize) guarantees.
-                None => unreachable!("subtree [{lo},{hi}) before the batch is not a compact-range node"),
+                None => {
+                    unreachable!("subtree [{lo},{hi}) before the batch is not a compact-range node")
+                }
             }
         }
         let mid = lo + split_point(hi - lo);
@@ -580,8 +598,12 @@ mod tests {
                 // Wrong leaf or wrong position must fail.
                 let other = (i + 1) % n;
                 if other != i {
-                    assert!(verify_inclusion(other as u64, n as u64, &tree[i], &proof, &root).is_err());
-                    assert!(verify_inclusion(i as u64, n as u64, &tree[other], &proof, &root).is_err());
+                    assert!(
+                        verify_inclusion(other as u64, n as u64, &tree[i], &proof, &root).is_err()
+                    );
+                    assert!(
+                        verify_inclusion(i as u64, n as u64, &tree[other], &proof, &root).is_err()
+                    );
                 }
                 for k in 0..proof.len() {
                     let mut bad = proof.clone();
@@ -594,7 +616,10 @@ mod tests {
             }
             assert_eq!(
                 verify_inclusion(n as u64, n as u64, &tree[0], &[], &root),
-                Err(VerifyError::IndexOutOfRange { index: n as u64, size: n as u64 })
+                Err(VerifyError::IndexOutOfRange {
+                    index: n as u64,
+                    size: n as u64
+                })
             );
         }
     }
@@ -607,10 +632,16 @@ mod tests {
         proof.push(root);
         assert_eq!(
             verify_inclusion(3, 8, &all[3], &proof, &root),
-            Err(VerifyError::WrongProofLength { expected: 3, got: 4 })
+            Err(VerifyError::WrongProofLength {
+                expected: 3,
+                got: 4
+            })
         );
         let err = verify_inclusion(3, 8, &all[3], &proof[..1], &root).unwrap_err();
-        assert!(err.to_string().contains("expected 3 hashes, got 1"), "{err}");
+        assert!(
+            err.to_string().contains("expected 3 hashes, got 1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -631,9 +662,15 @@ mod tests {
                 if m < n {
                     let mut short = proof.clone();
                     short.pop();
-                    assert!(verify_consistency(m as u64, n as u64, &short, &root1, &root2).is_err());
-                    assert!(verify_consistency(m as u64, n as u64, &proof, &root2, &root1).is_err());
-                    assert!(verify_consistency(n as u64, m as u64, &proof, &root2, &root1).is_err());
+                    assert!(
+                        verify_consistency(m as u64, n as u64, &short, &root1, &root2).is_err()
+                    );
+                    assert!(
+                        verify_consistency(m as u64, n as u64, &proof, &root2, &root1).is_err()
+                    );
+                    assert!(
+                        verify_consistency(n as u64, m as u64, &proof, &root2, &root1).is_err()
+                    );
                 }
             }
         }
@@ -661,7 +698,10 @@ mod tests {
                 assert_eq!(b.proofs, vec![inclusion_proof(i as u64, &all[..=i])]);
             }
             let empty = cr.append_batch(&[]);
-            assert_eq!((empty.old_size, empty.new_size, empty.root), (n as u64, n as u64, root));
+            assert_eq!(
+                (empty.old_size, empty.new_size, empty.root),
+                (n as u64, n as u64, root)
+            );
             assert!(empty.proofs.is_empty());
         }
     }
@@ -674,10 +714,10 @@ mod tests {
         let back: CompactRange = serde_json::from_str(&json).unwrap();
         assert_eq!(back, cr);
         assert_eq!(back.root(), cr.root());
-        // 13 = 0b1101 needs three nodes; claiming size 14 must be refused.
-        let forged = json.replace("\"size\":13", "\"size\":14");
+        // 13 = 0b1101 has three nodes; size 15 = 0b1111 would need four.
+        let forged = json.replace("\"size\":13", "\"size\":15");
         let err = serde_json::from_str::<CompactRange>(&forged).unwrap_err();
-        assert!(err.to_string().contains("needs 3 nodes"), "{err}");
+        assert!(err.to_string().contains("needs 4 nodes, found 3"), "{err}");
         assert!(serde_json::from_str::<CompactRange>(r#"{"size":1,"nodes":["zz"]}"#).is_err());
     }
 

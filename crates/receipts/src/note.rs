@@ -85,7 +85,12 @@ impl Checkpoint {
     ///
     /// Does not validate `origin`; [`sign_checkpoint`] does.
     pub fn to_body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, B64.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root)
+        )
     }
 
     /// Parse a checkpoint body. Extension lines are rejected: we never write
@@ -293,7 +298,9 @@ pub fn sign_note(text: &str, key: &SigningKey) -> Result<String, NoteError> {
         ));
     }
     if text.chars().any(|c| c < ' ' && c != '\n') {
-        return Err(NoteError::Malformed("note text contains control characters".into()));
+        return Err(NoteError::Malformed(
+            "note text contains control characters".into(),
+        ));
     }
     let mut blob = Vec::with_capacity(68);
     blob.extend_from_slice(&key.key_id());
@@ -458,9 +465,15 @@ mod tests {
         assert_eq!(sk.verifier_key(), vkey);
         assert_eq!(sign_note(GO_TEXT, &sk).unwrap(), note);
         // It is not a checkpoint: the signature is fine, the body is not.
-        assert!(matches!(open_checkpoint(&note, &vkey), Err(NoteError::MalformedBody(_))));
+        assert!(matches!(
+            open_checkpoint(&note, &vkey),
+            Err(NoteError::MalformedBody(_))
+        ));
         let tampered = note.replace("cryptography", "cryptographY");
-        assert!(matches!(open_note(&tampered, &vkey), Err(NoteError::BadSignature { .. })));
+        assert!(matches!(
+            open_note(&tampered, &vkey),
+            Err(NoteError::BadSignature { .. })
+        ));
     }
 
     #[test]
@@ -481,8 +494,10 @@ mod tests {
             assert!(VerifierKey::parse(&s).is_err(), "accepted {s:?}");
             m[i] = m[i].wrapping_sub(1);
         }
-        let err = VerifierKey::parse("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
-            .unwrap_err();
+        let err = VerifierKey::parse(
+            "PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("does not match"), "{err}");
     }
 
@@ -517,7 +532,10 @@ mod tests {
             &format!("example.com/log\r\n8\n{root}\n"),
         ] {
             assert!(
-                matches!(Checkpoint::parse_body(bad), Err(NoteError::MalformedBody(_))),
+                matches!(
+                    Checkpoint::parse_body(bad),
+                    Err(NoteError::MalformedBody(_))
+                ),
                 "accepted {bad:?}"
             );
         }
@@ -544,7 +562,10 @@ mod tests {
             open_checkpoint(&format!("{body}\n\n{wline}{ours}"), &vk).unwrap(),
             cp
         );
-        assert_eq!(open_checkpoint(&format!("{note}{wline}"), &witness.verifier_key()).unwrap(), cp);
+        assert_eq!(
+            open_checkpoint(&format!("{note}{wline}"), &witness.verifier_key()).unwrap(),
+            cp
+        );
     }
 
     #[test]
@@ -559,9 +580,15 @@ mod tests {
             Err(NoteError::NoSignature { .. })
         ));
         let forged = note.replacen("\n5\n", "\n6\n", 1);
-        assert!(matches!(open_checkpoint(&forged, &vk), Err(NoteError::BadSignature { .. })));
+        assert!(matches!(
+            open_checkpoint(&forged, &vk),
+            Err(NoteError::BadSignature { .. })
+        ));
         let body_only = checkpoint(5).to_body();
-        assert!(matches!(open_checkpoint(&body_only, &vk), Err(NoteError::Malformed(_))));
+        assert!(matches!(
+            open_checkpoint(&body_only, &vk),
+            Err(NoteError::Malformed(_))
+        ));
         assert!(matches!(
             open_checkpoint(&note.replace('—', "-"), &vk),
             Err(NoteError::Malformed(_))
@@ -576,11 +603,20 @@ mod tests {
             Err(NoteError::DuplicateSignature { count: 2, .. })
         ));
         let signed_junk = sign_note("hello\nworld\n", &sk).unwrap();
-        assert!(matches!(open_checkpoint(&signed_junk, &vk), Err(NoteError::MalformedBody(_))));
+        assert!(matches!(
+            open_checkpoint(&signed_junk, &vk),
+            Err(NoteError::MalformedBody(_))
+        ));
         let huge = format!("{}{}", "x".repeat(MAX_NOTE_SIZE), note);
-        assert!(matches!(open_checkpoint(&huge, &vk), Err(NoteError::TooLarge { .. })));
+        assert!(matches!(
+            open_checkpoint(&huge, &vk),
+            Err(NoteError::TooLarge { .. })
+        ));
         let many = format!("{note}{}", line.repeat(MAX_SIGNATURES));
-        assert!(matches!(open_checkpoint(&many, &vk), Err(NoteError::Malformed(_))));
+        assert!(matches!(
+            open_checkpoint(&many, &vk),
+            Err(NoteError::Malformed(_))
+        ));
         // Signing refuses checkpoints that could not be parsed back.
         let mut bad = checkpoint(1);
         bad.origin = "two\nlines".into();

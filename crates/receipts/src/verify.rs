@@ -34,7 +34,8 @@ pub fn verify_receipt(
     signed_note: &str,
     key: &VerifierKey,
 ) -> Result<Checkpoint, ReceiptVerifyError> {
-    let checkpoint = note::open_checkpoint(signed_note, key).map_err(ReceiptVerifyError::Signature)?;
+    let checkpoint =
+        note::open_checkpoint(signed_note, key).map_err(ReceiptVerifyError::Signature)?;
     let leaf = merkle::leaf_hash(leaf_data);
     merkle::verify_inclusion(leaf_index, checkpoint.size, &leaf, proof, &checkpoint.root)
         .map_err(ReceiptVerifyError::Inclusion)?;
@@ -102,12 +103,20 @@ mod tests {
         let step2 = |res: Result<Checkpoint, ReceiptVerifyError>| {
             let err = res.unwrap_err();
             assert!(matches!(err, ReceiptVerifyError::Inclusion(_)), "{err}");
-            assert!(err.to_string().starts_with("step 2 (inclusion proof) failed: "), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("step 2 (inclusion proof) failed: "),
+                "{err}"
+            );
         };
         let step1 = |res: Result<Checkpoint, ReceiptVerifyError>| {
             let err = res.unwrap_err();
             assert!(matches!(err, ReceiptVerifyError::Signature(_)), "{err}");
-            assert!(err.to_string().starts_with("step 1 (checkpoint signature) failed: "), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with("step 1 (checkpoint signature) failed: "),
+                "{err}"
+            );
         };
 
         let mut data = r.data.clone();
@@ -117,24 +126,54 @@ mod tests {
         proof[0][5] ^= 0x10;
         step2(verify_receipt(&r.data, r.index, &proof, &r.note, &vk));
         step2(verify_receipt(&r.data, r.index + 1, &r.proof, &r.note, &vk));
-        step2(verify_receipt(&r.data, r.index, &r.proof[1..], &r.note, &vk));
+        step2(verify_receipt(
+            &r.data,
+            r.index,
+            &r.proof[1..],
+            &r.note,
+            &vk,
+        ));
 
         // Flip one bit of the note's body (the size digit) and of its signature.
         let mut note = r.note.clone().into_bytes();
         note[r.note.find('\n').unwrap() + 1] ^= 0x01;
-        step1(verify_receipt(&r.data, r.index, &r.proof, &String::from_utf8(note).unwrap(), &vk));
+        step1(verify_receipt(
+            &r.data,
+            r.index,
+            &r.proof,
+            &String::from_utf8(note).unwrap(),
+            &vk,
+        ));
         let mut note = r.note.clone().into_bytes();
         let sig_at = note.len() - 10;
         note[sig_at] = if note[sig_at] == b'A' { b'B' } else { b'A' };
-        step1(verify_receipt(&r.data, r.index, &r.proof, &String::from_utf8(note).unwrap(), &vk));
+        step1(verify_receipt(
+            &r.data,
+            r.index,
+            &r.proof,
+            &String::from_utf8(note).unwrap(),
+            &vk,
+        ));
 
         let stranger = SigningKey::from_seed("hsync.example/log", &[2u8; 32]).unwrap();
-        step1(verify_receipt(&r.data, r.index, &r.proof, &r.note, &stranger.verifier_key()));
+        step1(verify_receipt(
+            &r.data,
+            r.index,
+            &r.proof,
+            &r.note,
+            &stranger.verifier_key(),
+        ));
         step1(verify_receipt(&r.data, r.index, &r.proof, "", &vk));
 
         // A receipt checked against a *later* checkpoint fails at step 2:
         // the proof is for the older tree size.
         let last = receipts.last().unwrap();
-        step2(verify_receipt(&receipts[0].data, 0, &receipts[0].proof, &last.note, &vk));
+        step2(verify_receipt(
+            &receipts[0].data,
+            0,
+            &receipts[0].proof,
+            &last.note,
+            &vk,
+        ));
     }
 }

@@ -170,8 +170,7 @@ impl NatsServer {
                 );
             }
             let log_ready = read_from(&log_path, offset).contains(READY_LINE);
-            if log_ready && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            {
+            if log_ready && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {

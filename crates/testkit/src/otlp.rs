@@ -254,7 +254,10 @@ mod tests {
             .await
             .unwrap();
 
-        assert!(sink.wait_for(|s| s.len() == 1, Duration::from_secs(5)).await);
+        assert!(
+            sink.wait_for(|s| s.len() == 1, Duration::from_secs(5))
+                .await
+        );
         let got = &sink.spans()[0];
         assert_eq!(got.service_name, "svc");
         assert_eq!(got.trace_id, "ab".repeat(16));
@@ -265,6 +268,10 @@ mod tests {
         assert_eq!(got.attributes["i"], "7");
         assert_eq!(got.attributes["b"], "true");
         // A predicate that never holds times out and reports false.
-        assert!(!sink.wait_for(|s| s.len() > 1, Duration::from_millis(100)).await);
+        assert!(
+            !sink
+                .wait_for(|s| s.len() > 1, Duration::from_millis(100))
+                .await
+        );
     }
 }

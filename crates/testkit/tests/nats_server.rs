@@ -70,7 +70,10 @@ async fn restart_keeps_stream_messages_and_port() {
     // A crash (SIGKILL) followed by restart keeps acknowledged messages too.
     publish_n(&server.url(), "DUR", "dur.x", 2).await;
     server.kill();
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "killed server still listening");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "killed server still listening"
+    );
     server.restart().expect("restart after kill");
     assert_eq!(stream_messages(&server.url(), "DUR").await, 7);
 }

@@ -34,6 +34,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(nats = %args.bus.nats_url, "geometry-cache ready");
     let result = geometry_cache::run(bus.clone(), args.cache_entries, shutdown.signal()).await;
     bus.drain().await;
-    telemetry.shutdown();
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("telemetry shutdown: {e}");
+    }
     result
 }

@@ -26,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(nats = %args.bus.nats_url, db = %args.index.db.display(), "indexer ready");
     let result = indexer::run(bus.clone(), store, args.index, shutdown.signal()).await;
     bus.drain().await;
-    telemetry.shutdown();
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("telemetry shutdown: {e}");
+    }
     result
 }

@@ -32,6 +32,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(nats = %args.bus.nats_url, "operator-runner ready");
     let result = operator_runner::run(bus.clone(), engine, shutdown.signal()).await;
     bus.drain().await;
-    telemetry.shutdown();
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("telemetry shutdown: {e}");
+    }
     result
 }

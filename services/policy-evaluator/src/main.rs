@@ -27,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(nats = %args.bus.nats_url, "policy-evaluator ready");
     let result = policy_evaluator::run(bus.clone(), store, shutdown.signal()).await;
     bus.drain().await;
-    telemetry.shutdown();
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("telemetry shutdown: {e}");
+    }
     result
 }

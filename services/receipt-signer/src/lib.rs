@@ -162,7 +162,8 @@ impl Signer {
             size: proofs.new_size,
             root: proofs.root,
         };
-        let signed_note = note::sign_checkpoint(&cp, &self.key);
+        let signed_note = note::sign_checkpoint(&cp, &self.key)
+            .map_err(|e| anyhow::anyhow!("cannot sign checkpoint (origin {:?}): {e}", self.origin))?;
         let checkpoint = Checkpoint {
             origin: self.origin.clone(),
             tree_size: proofs.new_size,

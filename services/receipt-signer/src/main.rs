@@ -26,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(nats = %args.bus.nats_url, tree_size = signer.tree_size(), "receipt-signer ready");
     let result = receipt_signer::run(bus.clone(), signer, args.signer, shutdown.signal()).await;
     bus.drain().await;
-    telemetry.shutdown();
+    if let Err(e) = telemetry.shutdown() {
+        eprintln!("telemetry shutdown: {e}");
+    }
     result
 }

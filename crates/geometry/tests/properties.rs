@@ -1,0 +1,336 @@
+//! Property tests (proptest, 256 cases each). Every tolerance is stated next to its
+//! assertion together with the reason it is that size.
+
+use hsync_geometry::{norm, GeometryError, Lorentz, PoincareBall};
+use proptest::prelude::*;
+
+const CASES: u32 = 256;
+
+/// Curvatures log-uniform in [0.1, 10].
+fn curvature() -> impl Strategy<Value = f64> {
+    (-1.0_f64..1.0).prop_map(|e| 10f64.powf(e))
+}
+
+/// Radius as a fraction of 1/√c: mostly uniform, plus points very close to the boundary
+/// (1 − 10^-k, k up to `max_k`) to exercise the double-double paths.
+fn radius_fraction(max_k: f64) -> BoxedStrategy<f64> {
+    if max_k <= 3.0 {
+        return (0.0_f64..0.999).boxed();
+    }
+    prop_oneof![
+        3 => 0.0_f64..0.999,
+        1 => (3.0..max_k).prop_map(|k: f64| 1.0 - 10f64.powf(-k)),
+    ]
+    .boxed()
+}
+
+/// A point of dimension `dim` inside the ball of curvature `c` at radius fraction `f`.
+fn point(c: f64, dim: usize, max_k: f64) -> impl Strategy<Value = Vec<f64>> {
+    (
+        prop::collection::vec(-1.0_f64..1.0, dim),
+        radius_fraction(max_k),
+    )
+        .prop_map(move |(u, f)| {
+            let n = norm(&u);
+            if n == 0.0 {
+                return u;
+            }
+            let scale = f / (c.sqrt() * n);
+            u.into_iter().map(|v| v * scale).collect()
+        })
+}
+
+/// (ball, three points of a common dimension 1..=8).
+fn ball_and_points(
+    max_k: f64,
+) -> impl Strategy<Value = (PoincareBall, Vec<f64>, Vec<f64>, Vec<f64>)> {
+    (curvature(), 1usize..=8).prop_flat_map(move |(c, dim)| {
+        (
+            Just(PoincareBall::new(c).expect("valid curvature")),
+            point(c, dim, max_k),
+            point(c, dim, max_k),
+            point(c, dim, max_k),
+        )
+    })
+}
+
+fn all_finite(v: &[f64]) -> bool {
+    v.iter().all(|x| x.is_finite())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// d is exactly symmetric (the formula is symmetric operation by operation), exactly
+    /// 0 on the diagonal, non-negative and finite — including points 1e-14 from the
+    /// boundary.
+    #[test]
+    fn symmetry_and_identity((b, x, y, _z) in ball_and_points(14.0)) {
+        let dxy = b.distance(&x, &y).unwrap();
+        let dyx = b.distance(&y, &x).unwrap();
+        prop_assert_eq!(dxy, dyx);
+        prop_assert!(dxy.is_finite() && dxy >= 0.0);
+        prop_assert_eq!(b.distance(&x, &x).unwrap(), 0.0);
+    }
+
+    /// Triangle inequality. Tolerance 1e-12·(1 + sum): each distance is accurate to a
+    /// few ulps relative (≤ ~1e-15) for the stored points, so the inequality that holds
+    /// exactly for them can only be violated by rounding of that size.
+    #[test]
+    fn triangle_inequality((b, x, y, z) in ball_and_points(14.0)) {
+        let dxz = b.distance(&x, &z).unwrap();
+        let dxy = b.distance(&x, &y).unwrap();
+        let dyz = b.distance(&y, &z).unwrap();
+        prop_assert!(dxz <= dxy + dyz + 1e-12 * (1.0 + dxy + dyz), "{} > {} + {}", dxz, dxy, dyz);
+    }
+
+    /// exp_x(log_x(y)) ≈ y, points up to radius fraction 1 − 1e-6.
+    ///
+    /// Tolerance, in hyperbolic distance: 1e-9·(1 + d) + 1e-15·cosh(√c·d)/√c. The
+    /// round trip is inherently ill-conditioned for long geodesics: rounding the
+    /// *direction* of the stored tangent vector log_x(y) by 1e-16 moves the endpoint of a
+    /// geodesic of length d by ~1e-16·sinh(√c·d)/√c (e.g. ~1e-10 for d = 14, c = 1), and
+    /// near the boundary that is what the f64 coordinates of y can resolve anyway.
+    #[test]
+    fn exp_inverts_log((b, x, y, _z) in ball_and_points(6.0)) {
+        let v = b.log_map(&x, &y).unwrap();
+        prop_assert!(all_finite(&v));
+        let back = b.exp_map(&x, &v).unwrap();
+        prop_assert!(all_finite(&back));
+        let d = b.distance(&x, &y).unwrap();
+        let s = b.c().sqrt();
+        let tol = 1e-9 * (1.0 + d) + 1e-15 * (s * d).cosh() / s;
+        let err = b.distance(&back, &y).unwrap();
+        prop_assert!(err <= tol, "err {} for d {}", err, d);
+        // The Riemannian length of log_x(y) is d(x, y) (1e-12 relative: a few roundings).
+        let len = b.conformal_factor(&x).unwrap() * norm(&v);
+        prop_assert!((len - d).abs() <= 1e-12 * (1.0 + d), "{} vs {}", len, d);
+        // Same at the origin (radial only, so no direction amplification beyond the
+        // representation of y itself: 1e-9·(1 + d0) + 1e-15/δ_y-type error, bounded via
+        // cosh as above).
+        let back0 = b.exp0(&b.log0(&y).unwrap()).unwrap();
+        let d0 = b.distance0(&y).unwrap();
+        let err0 = b.distance(&back0, &y).unwrap();
+        let tol0 = 1e-9 * (1.0 + d0) + 1e-15 * (s * d0).cosh() / s;
+        prop_assert!(err0 <= tol0, "origin err {} for d0 {}", err0, d0);
+    }
+
+    /// The geodesic midpoint is equidistant from both ends and the halves add up to the
+    /// whole. Tolerance 1e-9·(1 + d), for the same representation reason as exp/log (the
+    /// midpoint is a rounded point); points up to radius fraction 1 − 1e-6.
+    #[test]
+    fn geodesic_midpoint((b, x, y, _z) in ball_and_points(6.0), n in 3usize..8) {
+        let d = b.distance(&x, &y).unwrap();
+        let mid = b.geodesic(&x, &y, 3).unwrap();
+        prop_assert_eq!(mid.len(), 3);
+        prop_assert_eq!(&mid[0], &x);
+        prop_assert_eq!(&mid[2], &y);
+        let m = &mid[1];
+        prop_assert!(all_finite(m));
+        let a = b.distance(&x, m).unwrap();
+        let c = b.distance(m, &y).unwrap();
+        prop_assert!((a - c).abs() <= 1e-9 * (1.0 + d), "{} vs {}", a, c);
+        prop_assert!((a + c - d).abs() <= 1e-9 * (1.0 + d), "{} + {} vs {}", a, c, d);
+        // Evenly spaced for any n.
+        let pts = b.geodesic(&x, &y, n).unwrap();
+        prop_assert_eq!(pts.len(), n);
+        let step = d / (n - 1) as f64;
+        for w in pts.windows(2) {
+            let s = b.distance(&w[0], &w[1]).unwrap();
+            prop_assert!((s - step).abs() <= 1e-9 * (1.0 + d), "{} vs {}", s, step);
+        }
+    }
+
+    /// Möbius identities hold exactly (they are special-cased or exact by construction),
+    /// and x ⊕ y is a finite point of the ball.
+    #[test]
+    fn mobius_identities((b, x, y, _z) in ball_and_points(14.0)) {
+        let zero = vec![0.0; x.len()];
+        prop_assert_eq!(b.mobius_add(&x, &zero).unwrap(), x.clone());
+        let minus: Vec<f64> = x.iter().map(|v| -v).collect();
+        prop_assert_eq!(b.mobius_add(&minus, &x).unwrap(), zero);
+        let s = b.mobius_add(&x, &y).unwrap();
+        prop_assert!(all_finite(&s));
+        prop_assert!(b.check_point(&s).is_ok());
+    }
+
+    /// Möbius addition by a point is an isometry (left gyro-translation):
+    /// d(a ⊕ x, a ⊕ y) = d(x, y). Tolerance 1e-9·(1 + d): the translated points are
+    /// rounded f64 coordinates (radius fraction ≤ 0.999 keeps δ ≥ 2e-3).
+    #[test]
+    fn mobius_translation_is_isometry((b, a, x, y) in ball_and_points(3.0)) {
+        let d = b.distance(&x, &y).unwrap();
+        let ax = b.mobius_add(&a, &x).unwrap();
+        let ay = b.mobius_add(&a, &y).unwrap();
+        let d2 = b.distance(&ax, &ay).unwrap();
+        prop_assert!((d - d2).abs() <= 1e-9 * (1.0 + d), "{} vs {}", d, d2);
+    }
+
+    /// Poincaré → Lorentz preserves distances and the round trip returns the point.
+    /// Points up to radius fraction 0.999 (x₀ ≲ 1000/√c). Tolerance 1e-9·(1 + d): the
+    /// Minkowski chord of hyperboloid coordinates of size x₀ carries an error of
+    /// ~1e-16·x₀² relative to the squared chord in the worst (nearby, far-out) case.
+    #[test]
+    fn poincare_lorentz_conversion((b, x, y, _z) in ball_and_points(3.0)) {
+        let l = Lorentz::new(b.c()).unwrap();
+        let hx = l.from_poincare(&x).unwrap();
+        let hy = l.from_poincare(&y).unwrap();
+        prop_assert_eq!(hx.len(), x.len() + 1);
+        prop_assert!(l.check_point(&hx).is_ok());
+        let dp = b.distance(&x, &y).unwrap();
+        let dl = l.distance(&hx, &hy).unwrap();
+        prop_assert!((dp - dl).abs() <= 1e-9 * (1.0 + dp), "{} vs {}", dp, dl);
+        // Round trip: coordinates within 1e-12 of the radius.
+        let back = l.to_poincare(&hx).unwrap();
+        for (p, q) in back.iter().zip(&x) {
+            prop_assert!((p - q).abs() <= 1e-12 * b.radius(), "{} vs {}", p, q);
+        }
+        // project() is the identity (to rounding) on hyperboloid points.
+        let proj = l.project(&hx).unwrap();
+        prop_assert!((proj[0] - hx[0]).abs() <= 1e-12 * hx[0]);
+    }
+
+    /// pairwise_distances is the row-major matrix of `distance`.
+    #[test]
+    fn pairwise_matches_distance((b, x, y, z) in ball_and_points(14.0)) {
+        let pts = vec![x, y, z];
+        let m = b.pairwise_distances(&pts).unwrap();
+        prop_assert_eq!(m.len(), 9);
+        for i in 0..3 {
+            for j in 0..3 {
+                prop_assert_eq!(m[i * 3 + j], b.distance(&pts[i], &pts[j]).unwrap());
+            }
+        }
+    }
+
+    /// Garbage in (any f64 incl. NaN/inf/subnormal, any lengths, any c): never a panic,
+    /// and every Ok value is finite.
+    #[test]
+    fn arbitrary_inputs_never_panic_or_return_non_finite(
+        c in prop::num::f64::ANY,
+        x in prop::collection::vec(prop::num::f64::ANY, 0..4),
+        y in prop::collection::vec(prop::num::f64::ANY, 0..4),
+        r in prop::num::f64::ANY,
+        n in 0usize..5,
+    ) {
+        if let Ok(b) = PoincareBall::new(c) {
+            check_ball_outputs(&b, &x, &y, r, n)?;
+        }
+        if let Ok(l) = Lorentz::new(c) {
+            check_lorentz_outputs(&l, &x, &y)?;
+        }
+    }
+
+    /// Valid points under extreme curvatures (c from 1e-300 to 1e300), radii up to
+    /// 1 − 1e-15 of the boundary, and tangent vectors of any magnitude: everything
+    /// succeeds with finite output, and results stay in the ball.
+    #[test]
+    fn extreme_but_valid_inputs_are_finite(
+        e in -300.0_f64..300.0,
+        dim in 1usize..5,
+        seed in prop::collection::vec((prop::collection::vec(-1.0_f64..1.0, 4), 0.0_f64..1.0), 2),
+        v_exp in -300.0_f64..300.0,
+        r in -1e6_f64..1e6,
+    ) {
+        let c = 10f64.powf(e);
+        let b = PoincareBall::new(c).unwrap();
+        let pts: Vec<Vec<f64>> = seed
+            .iter()
+            .map(|(u, f)| {
+                let u = &u[..dim];
+                let n = norm(u);
+                // f in [0, 1) maps to radius fractions up to 1 − 1e-15.
+                let frac = 1.0 - 10f64.powf(-15.0 * f);
+                if n == 0.0 { u.to_vec() } else { u.iter().map(|v| v * frac / (c.sqrt() * n)).collect() }
+            })
+            .collect();
+        let (x, y) = (&pts[0], &pts[1]);
+        // The rounding of the rescaling may put a point on the boundary; skip those.
+        prop_assume!(b.check_point(x).is_ok() && b.check_point(y).is_ok());
+        let d = b.distance(x, y).unwrap();
+        prop_assert!(d.is_finite());
+        // A tangent vector of magnitude 10^v_exp (1e-300 … 1e300) in a generic direction.
+        let v: Vec<f64> = (0..dim).map(|i| (i as f64 + 0.5) * 10f64.powf(v_exp)).collect();
+        for out in [
+            b.mobius_add(x, y).unwrap(),
+            b.exp_map(x, &v).unwrap(),
+            b.exp0(&v).unwrap(),
+            b.mobius_scalar_mul(r, x).unwrap(),
+            b.project(&v).unwrap(),
+        ] {
+            prop_assert!(all_finite(&out));
+            prop_assert!(b.check_point(&out).is_ok());
+        }
+        prop_assert!(all_finite(&b.log_map(x, y).unwrap()));
+        prop_assert!(all_finite(&b.log0(y).unwrap()));
+        for p in b.geodesic(x, y, 4).unwrap() {
+            prop_assert!(all_finite(&p));
+            prop_assert!(b.check_point(&p).is_ok());
+        }
+        let l = Lorentz::new(c).unwrap();
+        let hx = l.from_poincare(x).unwrap();
+        let hy = l.from_poincare(y).unwrap();
+        prop_assert!(l.distance(&hx, &hy).unwrap().is_finite());
+        prop_assert!(all_finite(&l.to_poincare(&hx).unwrap()));
+    }
+}
+
+fn check_ball_outputs(
+    b: &PoincareBall,
+    x: &[f64],
+    y: &[f64],
+    r: f64,
+    n: usize,
+) -> Result<(), TestCaseError> {
+    let vecs = [
+        b.mobius_add(x, y),
+        b.mobius_scalar_mul(r, x),
+        b.exp_map(x, y),
+        b.log_map(x, y),
+        b.exp0(x),
+        b.log0(x),
+        b.project(x),
+    ];
+    for out in vecs.into_iter().flatten() {
+        prop_assert!(all_finite(&out));
+    }
+    for s in [b.distance(x, y), b.distance0(x), b.conformal_factor(x)]
+        .into_iter()
+        .flatten()
+    {
+        prop_assert!(s.is_finite());
+    }
+    if let Ok(pts) = b.geodesic(x, y, n) {
+        prop_assert!(pts.iter().all(|p| all_finite(p)));
+    }
+    if let Ok(m) = b.pairwise_distances(&[x, y]) {
+        prop_assert!(all_finite(&m));
+    }
+    Ok(())
+}
+
+fn check_lorentz_outputs(l: &Lorentz, x: &[f64], y: &[f64]) -> Result<(), TestCaseError> {
+    if let Ok(d) = l.distance(x, y) {
+        prop_assert!(d.is_finite());
+    }
+    for out in [l.to_poincare(x), l.from_poincare(x), l.project(x)]
+        .into_iter()
+        .flatten()
+    {
+        prop_assert!(all_finite(&out));
+    }
+    Ok(())
+}
+
+#[test]
+fn outside_points_are_reported_not_clamped() {
+    let b = PoincareBall::new(1.0).unwrap();
+    let err = b.distance(&[0.6, 0.8], &[0.0, 0.0]).unwrap_err();
+    match err {
+        GeometryError::OutsideBall { norm, radius } => {
+            assert_eq!(norm, 1.0);
+            assert_eq!(radius, 1.0);
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
