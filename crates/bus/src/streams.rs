@@ -74,19 +74,37 @@ pub async fn receipts_stream(js: &jetstream::Context, names: &Names) -> anyhow::
     .await
 }
 
+/// Creates (or opens) a KV bucket by creating its backing stream ourselves.
+///
+/// `Context::create_key_value` first queries the account, and async-nats 0.51 cannot
+/// parse the account info nats-server 2.9 returns (it lacks `reserved_memory`), so KV
+/// creation through it fails on Debian's server. The stream below is the one async-nats
+/// itself would create for a bucket (see its `kv_to_stream_config`).
 async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::Result<kv::Store> {
     let name = config.bucket.clone();
-    if let Ok(store) = js.get_key_value(&name).await {
-        return Ok(store);
-    }
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        // Another process may have created it between our two calls.
-        Err(e) => js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| anyhow::anyhow!("cannot create KV bucket {name}: {e}")),
-    }
+    let stream_config = stream::Config {
+        name: format!("KV_{name}"),
+        description: Some(config.description.clone()).filter(|d| !d.is_empty()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: config.history.max(1),
+        max_bytes: config.max_bytes,
+        max_age: config.max_age,
+        max_message_size: config.max_value_size,
+        storage: config.storage,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: config.num_replicas.max(1),
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    ensure_stream(js, stream_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create KV bucket {name}: {e}"))?;
+    js.get_key_value(&name)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open KV bucket {name}: {e}"))
 }
 
 pub async fn policies_bucket(js: &jetstream::Context, names: &Names) -> anyhow::Result<kv::Store> {
