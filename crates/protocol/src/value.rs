@@ -76,7 +76,7 @@ impl Tensor {
     }
 
     fn from_le_bytes(shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor, String> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return Err(format!(
                 "tensor data is {} bytes, not a multiple of 8",
                 bytes.len()

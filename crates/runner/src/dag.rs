@@ -318,7 +318,8 @@ mod tests {
         let j = job(vec![node("a", "vec.add", &[("a", Arg::Lit(Value::Array(vec![])))])]);
         let e = plan(&j, &defs(&j)).unwrap_err();
         assert_eq!(e.argument.as_deref(), Some("b"));
-        let j = job(vec![node("a", "vec.norm", &[("v", lit(1.0)), ("w", lit(1.0))])]);
+        let v = Arg::Lit(Value::Array(vec![Value::Float(3.0), Value::Float(4.0)]));
+        let j = job(vec![node("a", "vec.norm", &[("v", v), ("w", lit(1.0))])]);
         assert_eq!(plan(&j, &defs(&j)).unwrap_err().argument.as_deref(), Some("w"));
     }
 
