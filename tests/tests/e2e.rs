@@ -128,9 +128,23 @@ async fn one_trace_spans_all_five_services() {
     let ok = c
         .otlp
         .wait_for(
+            // Spans arrive in batches, in no particular order: wait for every span the
+            // assertions below look at, not only for one span per service.
             |spans| {
                 want.iter()
                     .all(|s| spans.iter().any(|sp| sp.trace_id == trace && sp.service_name == *s))
+                    && spans.iter().any(|sp| {
+                        sp.trace_id == trace
+                            && sp.service_name == "operator-runner"
+                            && sp.name == "process hsync.jobs.run"
+                    })
+                    && ["receipt-signer", "indexer"].iter().all(|svc| {
+                        spans.iter().any(|sp| {
+                            sp.trace_id == trace
+                                && sp.service_name == *svc
+                                && sp.attributes.contains_key("hsync.operation_id")
+                        })
+                    })
             },
             Duration::from_secs(20),
         )

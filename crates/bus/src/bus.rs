@@ -203,7 +203,7 @@ async fn connect_one(cfg: &BusConfig, name: &str, deadline: Instant) -> anyhow::
                 return Ok(c);
             }
             Err(e) if Instant::now() + backoff < deadline => {
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt == 1 || attempt.is_multiple_of(10) {
                     tracing::warn!("NATS at {} not reachable yet ({e}); retrying", cfg.nats_url);
                 }
                 tokio::time::sleep(backoff).await;

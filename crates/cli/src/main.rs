@@ -1,6 +1,7 @@
 //! `hsync`: submit jobs, fetch and verify receipts, check services, and run a local
 //! cluster for development.
 
+mod bench;
 mod cluster;
 mod commands;
 
@@ -47,6 +48,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks: each optimization on and off, side by side, on fresh local clusters.
+    Bench(bench::BenchArgs),
     /// Run the example jobs, print their results and verify one receipt offline.
     Demo {
         /// Directory of example jobs.
@@ -112,5 +115,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,
         Command::Status { json } => commands::status(&cli.bus, json).await,
         Command::Demo { jobs, key } => commands::demo(&cli.bus, &jobs, &key).await,
+        Command::Bench(args) => bench::bench(args).await,
     }
 }

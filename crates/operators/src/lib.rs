@@ -6,10 +6,13 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::sync::OnceLock;
 
 use hsync_protocol::operator::{ArgKind, ArgSpec, OperatorDef, Provider};
 use hsync_protocol::{ErrorCode, ErrorReply, Tensor, Value};
+
+mod graph;
 
 /// Resolved arguments of one invocation.
 pub type Args = BTreeMap<String, Value>;
@@ -44,6 +47,16 @@ fn def(id: &str, caps: &[&str], args: &[(&str, ArgKind)], description: &str) -> 
     }
 }
 
+/// Marks the named arguments of a definition optional.
+fn optional(mut d: OperatorDef, names: &[&str]) -> OperatorDef {
+    for a in &mut d.args {
+        if names.contains(&a.name.as_str()) {
+            a.required = false;
+        }
+    }
+    d
+}
+
 /// The whole built-in catalogue.
 pub fn catalogue() -> &'static [Builtin] {
     static CATALOGUE: OnceLock<Vec<Builtin>> = OnceLock::new();
@@ -59,6 +72,11 @@ pub fn catalogue() -> &'static [Builtin] {
             Builtin { def: def("stats.mean", &["statistics"], &[("x", Vector)], "arithmetic mean"), run: stats_mean },
             Builtin { def: def("stats.variance", &["statistics"], &[("x", Vector)], "sample variance (n - 1)"), run: stats_variance },
             Builtin { def: def("data.hash", &["data"], &[("value", Any)], "SHA-256 of the canonical encoding, hex"), run: data_hash },
+            Builtin { def: def("stats.quantiles", &["statistics"], &[("v", Vector), ("q", Vector)], "quantiles at probabilities `q`, linear interpolation (numpy's default, type 7)"), run: stats_quantiles },
+            Builtin { def: optional(def("data.compress", &["data", "compression"], &[("data", Any), ("level", Integer)], "zstd-compresses bytes or a string (`level` 1..=19, default 3)"), &["level"]), run: data_compress },
+            Builtin { def: def("data.decompress", &["data", "compression"], &[("data", Bytes)], "decompresses zstd bytes (at most 64 MiB of output)"), run: data_decompress },
+            Builtin { def: optional(def("graph.toposort", &["graph"], &[("edges", Any), ("nodes", Any)], "topological order of [from, to] edges, smallest name first among ready nodes"), &["nodes"]), run: graph::toposort },
+            Builtin { def: def("graph.shortest_path", &["graph"], &[("edges", Any), ("from", Any), ("to", Any)], "Dijkstra over directed [from, to, weight] edges: {path, distance}"), run: graph::shortest_path },
         ]
     })
 }
@@ -216,6 +234,125 @@ fn stats_variance(args: &Args) -> Result<Value, ErrorReply> {
     Ok(Value::Float(ss / (x.len() - 1) as f64))
 }
 
+fn stats_quantiles(args: &Args) -> Result<Value, ErrorReply> {
+    let mut v = vector(args, "v")?;
+    if v.is_empty() {
+        return Err(invalid("v", "must not be empty"));
+    }
+    let q = vector(args, "q")?;
+    if let Some(i) = q.iter().position(|p| !(0.0..=1.0).contains(p)) {
+        return Err(invalid(
+            "q",
+            format!("element {i} ({}) is not a probability in [0, 1]", q[i]),
+        ));
+    }
+    // All elements are finite, so the total order is the numeric one (with -0 before +0).
+    v.sort_unstable_by(f64::total_cmp);
+    Ok(Tensor::vector(q.iter().map(|&p| quantile_sorted(&v, p)).collect()).into())
+}
+
+/// Quantile `p` of sorted, finite, non-empty `x`, the way numpy's `linear` method computes it.
+fn quantile_sorted(x: &[f64], p: f64) -> f64 {
+    let last = x.len() - 1;
+    let h = last as f64 * p;
+    let lo = h.floor();
+    let i = (lo as usize).min(last);
+    let j = (i + 1).min(last);
+    lerp(x[i], x[j], h - lo)
+}
+
+/// numpy's `_lerp`: interpolates from the nearer end so that `t = 1` gives `b` exactly.
+fn lerp(a: f64, b: f64, t: f64) -> f64 {
+    if t == 0.0 || a == b {
+        return a;
+    }
+    let d = b - a;
+    let r = if t >= 0.5 { b - d * (1.0 - t) } else { a + d * t };
+    // `b - a` overflows for finite values of opposite sign near the f64 limits.
+    if r.is_finite() {
+        r
+    } else {
+        a * (1.0 - t) + b * t
+    }
+}
+
+/// Most bytes `data.compress` accepts and `data.decompress` produces.
+pub const MAX_DATA_BYTES: usize = 64 * 1024 * 1024;
+const DEFAULT_ZSTD_LEVEL: i64 = 3;
+/// Largest zstd window (log2) accepted when decompressing: 16 MiB, above the 8 MiB that
+/// levels up to 19 use, so a tiny hostile frame cannot make the decoder reserve 128 MiB+.
+const MAX_ZSTD_WINDOW_LOG: u32 = 24;
+
+fn data_compress(args: &Args) -> Result<Value, ErrorReply> {
+    let data: &[u8] = match get(args, "data")? {
+        Value::Bytes(b) => b,
+        Value::Str(s) => s.as_bytes(),
+        other => {
+            return Err(invalid(
+                "data",
+                format!("expected bytes or a string, found {}", other.type_name()),
+            ))
+        }
+    };
+    if data.len() > MAX_DATA_BYTES {
+        return Err(invalid(
+            "data",
+            format!("{} bytes is more than the limit of {MAX_DATA_BYTES}", data.len()),
+        ));
+    }
+    let level = match args.get("level") {
+        None => DEFAULT_ZSTD_LEVEL,
+        Some(v) => v
+            .as_i64()
+            .ok_or_else(|| invalid("level", format!("expected an integer, found {}", v.type_name())))?,
+    };
+    if !(1..=19).contains(&level) {
+        return Err(invalid("level", format!("{level} is outside 1..=19")));
+    }
+    // Single-threaded, no dictionary: the frame depends only on the input, the level and
+    // the zstd library version (bump BUILTIN_VERSION when upgrading zstd changes it).
+    zstd::bulk::compress(data, level as i32)
+        .map(Value::Bytes)
+        .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("zstd: {e}")))
+}
+
+fn data_decompress(args: &Args) -> Result<Value, ErrorReply> {
+    let v = get(args, "data")?;
+    let Value::Bytes(data) = v else {
+        return Err(invalid("data", format!("expected bytes, found {}", v.type_name())));
+    };
+    if data.is_empty() {
+        return Err(invalid("data", "is empty, not zstd data"));
+    }
+    let too_large = || {
+        invalid(
+            "data",
+            format!("decompresses to more than the limit of {MAX_DATA_BYTES} bytes"),
+        )
+    };
+    let malformed = |e: std::io::Error| invalid("data", format!("is not valid zstd data: {e}"));
+    // The first frame's header may declare its size: refuse a bomb before decoding it.
+    let declared = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n > MAX_DATA_BYTES as u64 => return Err(too_large()),
+        Ok(Some(n)) => n as usize,
+        Ok(None) => 0,
+        Err(_) => return Err(invalid("data", "is not valid zstd data: no zstd frame header")),
+    };
+    let internal = |e: std::io::Error| ErrorReply::new(ErrorCode::Internal, format!("zstd: {e}"));
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(&data[..]).map_err(internal)?;
+    decoder.window_log_max(MAX_ZSTD_WINDOW_LOG).map_err(internal)?;
+    let mut out = Vec::with_capacity(declared);
+    // Read one byte past the limit to tell "exactly at the limit" from "over it".
+    decoder
+        .take(MAX_DATA_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(malformed)?;
+    if out.len() > MAX_DATA_BYTES {
+        return Err(too_large());
+    }
+    Ok(Value::Bytes(out))
+}
+
 /// SHA-256 over the canonical encoding (MessagePack, named fields, sorted map keys).
 pub fn canonical_hash<T: serde_like::Canonical + ?Sized>(v: &T) -> [u8; 32] {
     let bytes = v.canonical_bytes();
@@ -304,6 +441,257 @@ mod tests {
         b.insert("x".into(), Value::Int(1));
         assert_eq!(canonical_hash(&a), canonical_hash(&b));
         assert_ne!(canonical_hash(&a), canonical_hash(&args(&[("x", Value::Int(2))])));
+    }
+
+    #[test]
+    fn quantiles_known_answers() {
+        let a = args(&[("v", vecv(&[4.0, 1.0, 3.0, 2.0])), ("q", vecv(&[0.0, 0.5, 1.0]))]);
+        assert_eq!(stats_quantiles(&a).unwrap(), vecv(&[1.0, 2.5, 4.0]));
+        // numpy.quantile([1, 2, 3, 4, 10], [0.1, 0.25, 0.75, 0.9]) = [1.4, 2.0, 4.0, 7.6]
+        let a = args(&[
+            ("v", vecv(&[10.0, 1.0, 2.0, 3.0, 4.0])),
+            ("q", vecv(&[0.1, 0.25, 0.75, 0.9])),
+        ]);
+        let out = stats_quantiles(&a).unwrap().as_vector().unwrap();
+        let want = [1.4, 2.0, 4.0, 7.6];
+        assert!(out.iter().zip(want).all(|(x, y)| (x - y).abs() < 1e-12), "{out:?}");
+        // A single element, plain arrays, integers and an empty `q`.
+        let a = args(&[("v", Value::Array(vec![Value::Int(7)])), ("q", vecv(&[0.0, 0.3, 1.0]))]);
+        assert_eq!(stats_quantiles(&a).unwrap(), vecv(&[7.0, 7.0, 7.0]));
+        let a = args(&[("v", vecv(&[1.0])), ("q", Value::Array(vec![]))]);
+        assert_eq!(stats_quantiles(&a).unwrap(), vecv(&[]));
+        // Extremes of opposite sign do not overflow into infinity or NaN.
+        let a = args(&[("v", vecv(&[-f64::MAX, f64::MAX])), ("q", vecv(&[0.25, 0.5, 0.75]))]);
+        let out = stats_quantiles(&a).unwrap().as_vector().unwrap();
+        assert!(out.iter().all(|x| x.is_finite()), "{out:?}");
+        assert_eq!(out[1], 0.0);
+    }
+
+    #[test]
+    fn quantiles_reject_bad_arguments() {
+        let cases = [
+            (vecv(&[]), vecv(&[0.5]), "v", "must not be empty"),
+            (
+                vecv(&[1.0, f64::NAN]),
+                vecv(&[0.5]),
+                "v",
+                "element 1 is not a finite number",
+            ),
+            (
+                vecv(&[1.0, f64::INFINITY]),
+                vecv(&[0.5]),
+                "v",
+                "element 1 is not a finite number",
+            ),
+            (
+                vecv(&[1.0]),
+                vecv(&[0.5, 1.5]),
+                "q",
+                "element 1 (1.5) is not a probability in [0, 1]",
+            ),
+            (
+                vecv(&[1.0]),
+                vecv(&[-0.1]),
+                "q",
+                "element 0 (-0.1) is not a probability",
+            ),
+            (vecv(&[1.0]), vecv(&[f64::NAN]), "q", "element 0 is not a finite number"),
+            (vecv(&[1.0]), Value::Str("x".into()), "q", "found string"),
+        ];
+        for (v, q, arg, want) in cases {
+            let err = stats_quantiles(&args(&[("v", v), ("q", q)])).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert_eq!(err.argument.as_deref(), Some(arg));
+            assert!(err.message.contains(want), "{} / {want}", err.message);
+        }
+    }
+
+    #[test]
+    fn quantiles_are_deterministic() {
+        let v: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 / 3.0 - 100.0).collect();
+        let q: Vec<f64> = (0..=100).map(|i| i as f64 / 100.0).collect();
+        let a = args(&[("v", vecv(&v)), ("q", vecv(&q))]);
+        let (o1, o2) = (stats_quantiles(&a).unwrap(), stats_quantiles(&a).unwrap());
+        assert_eq!(canonical_hash(&o1), canonical_hash(&o2));
+    }
+
+    fn bytes(v: &Value) -> &[u8] {
+        match v {
+            Value::Bytes(b) => b,
+            other => panic!("expected bytes, found {}", other.type_name()),
+        }
+    }
+
+    #[test]
+    fn compress_round_trips_and_is_deterministic() {
+        let text = "the quick brown fox jumps over the lazy dog; ".repeat(200);
+        let a = args(&[("data", Value::Str(text.clone()))]);
+        let c1 = data_compress(&a).unwrap();
+        let c2 = data_compress(&a).unwrap();
+        assert_eq!(c1, c2);
+        assert_eq!(canonical_hash(&c1), canonical_hash(&c2));
+        assert!(bytes(&c1).len() < text.len() / 10);
+        // A string and its UTF-8 bytes compress alike; the default level is 3.
+        let b = args(&[
+            ("data", Value::Bytes(text.clone().into_bytes())),
+            ("level", Value::Int(3)),
+        ]);
+        assert_eq!(data_compress(&b).unwrap(), c1);
+        let back = data_decompress(&args(&[("data", c1)])).unwrap();
+        assert_eq!(bytes(&back), text.as_bytes());
+        for level in [1, 19] {
+            let a = args(&[("data", Value::Str(text.clone())), ("level", Value::Int(level))]);
+            let c = data_compress(&a).unwrap();
+            assert_eq!(c, data_compress(&a).unwrap());
+            assert_eq!(bytes(&data_decompress(&args(&[("data", c)])).unwrap()), text.as_bytes());
+        }
+        let empty = data_compress(&args(&[("data", Value::Bytes(vec![]))])).unwrap();
+        assert_eq!(
+            data_decompress(&args(&[("data", empty)])).unwrap(),
+            Value::Bytes(vec![])
+        );
+    }
+
+    /// zstd output is only stable for a given library version: if this changes after a zstd
+    /// upgrade, `data.compress` gives new bytes and BUILTIN_VERSION must be bumped.
+    #[test]
+    fn compress_output_is_pinned() {
+        let a = args(&[("data", Value::Str("hello hello hello hello hello".into()))]);
+        let out = data_compress(&a).unwrap();
+        assert_eq!(hex::encode(bytes(&out)), PINNED_COMPRESSED);
+    }
+    const PINNED_COMPRESSED: &str = "28b52ffd201d6500003068656c6c6f200100a94b11";
+
+    #[test]
+    fn compress_rejects_bad_arguments() {
+        let cases = [
+            (
+                args(&[("data", Value::Int(1))]),
+                "data",
+                "expected bytes or a string, found integer",
+            ),
+            (
+                args(&[("data", Value::Str("x".into())), ("level", Value::Int(0))]),
+                "level",
+                "0 is outside 1..=19",
+            ),
+            (
+                args(&[("data", Value::Str("x".into())), ("level", Value::Int(20))]),
+                "level",
+                "20 is outside",
+            ),
+            (
+                args(&[("data", Value::Str("x".into())), ("level", Value::Int(-5))]),
+                "level",
+                "-5 is outside",
+            ),
+            (
+                args(&[("data", Value::Str("x".into())), ("level", Value::Float(2.5))]),
+                "level",
+                "expected an integer, found float",
+            ),
+            (
+                args(&[("data", Value::Str("x".into())), ("level", Value::Null)]),
+                "level",
+                "expected an integer, found null",
+            ),
+            (args(&[]), "data", "missing"),
+        ];
+        for (a, arg, want) in cases {
+            let err = data_compress(&a).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert_eq!(err.argument.as_deref(), Some(arg));
+            assert!(err.message.contains(want), "{} / {want}", err.message);
+        }
+        let big = Value::Bytes(vec![0; MAX_DATA_BYTES + 1]);
+        let err = data_compress(&args(&[("data", big)])).unwrap_err();
+        assert!(err.message.contains("more than the limit"), "{}", err.message);
+    }
+
+    #[test]
+    fn decompress_rejects_malformed_input() {
+        let good = bytes(&data_compress(&args(&[("data", Value::Str("x".repeat(1000)))])).unwrap()).to_vec();
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"junk");
+        let mut corrupt = good.clone();
+        let mid = corrupt.len() / 2;
+        corrupt[mid] ^= 0xff;
+        corrupt[mid + 1] ^= 0x55;
+        let cases = [
+            Value::Bytes(vec![]),
+            Value::Bytes(vec![1, 2, 3, 4, 5, 6, 7, 8]),
+            Value::Bytes(good[..good.len() - 3].to_vec()),
+            Value::Bytes(good[..4].to_vec()),
+            Value::Bytes(trailing),
+        ];
+        for data in cases {
+            let err = data_decompress(&args(&[("data", data.clone())])).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{data:?}");
+            assert_eq!(err.argument.as_deref(), Some("data"));
+            assert!(err.message.contains("zstd"), "{}", err.message);
+        }
+        // A corrupted body may or may not decode, but it must not panic.
+        let _ = data_decompress(&args(&[("data", Value::Bytes(corrupt))]));
+        let err = data_decompress(&args(&[("data", Value::Str("x".into()))])).unwrap_err();
+        assert!(err.message.contains("expected bytes, found string"), "{}", err.message);
+    }
+
+    #[test]
+    fn decompress_refuses_bombs() {
+        use std::io::Write;
+        // Declared size over the limit: refused from the frame header.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_DATA_BYTES + 1], 1).unwrap();
+        assert!(bomb.len() < 64 * 1024);
+        let err = data_decompress(&args(&[("data", Value::Bytes(bomb))])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.contains("more than the limit"), "{}", err.message);
+        // No declared size (streamed): refused once the output passes the limit.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        let chunk = vec![0u8; 1024 * 1024];
+        for _ in 0..(MAX_DATA_BYTES / chunk.len() + 1) {
+            enc.write_all(&chunk).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&bomb), Ok(None)));
+        let err = data_decompress(&args(&[("data", Value::Bytes(bomb))])).unwrap_err();
+        assert!(err.message.contains("more than the limit"), "{}", err.message);
+        // Many small frames that add up past the limit.
+        let frame = zstd::bulk::compress(&vec![0u8; 8 * 1024 * 1024], 1).unwrap();
+        let many: Vec<u8> = std::iter::repeat_n(&frame, 9).flatten().copied().collect();
+        let err = data_decompress(&args(&[("data", Value::Bytes(many))])).unwrap_err();
+        assert!(err.message.contains("more than the limit"), "{}", err.message);
+        // A frame asking for a 128 MiB window is refused rather than allocated.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        enc.window_log(27).unwrap();
+        enc.write_all(&[7u8; 1000]).unwrap();
+        let wide = enc.finish().unwrap();
+        let err = data_decompress(&args(&[("data", Value::Bytes(wide))])).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.contains("too much memory"), "{}", err.message);
+    }
+
+    #[test]
+    fn new_builtins_are_registered_with_optional_arguments() {
+        let spec = |id: &str, arg: &str| {
+            find(id)
+                .unwrap()
+                .def
+                .args
+                .iter()
+                .find(|a| a.name == arg)
+                .unwrap()
+                .required
+        };
+        assert!(spec("data.compress", "data"));
+        assert!(!spec("data.compress", "level"));
+        assert!(spec("graph.toposort", "edges"));
+        assert!(!spec("graph.toposort", "nodes"));
+        assert!(spec("graph.shortest_path", "from"));
+        assert!(spec("stats.quantiles", "q"));
+        assert_eq!(
+            find("graph.shortest_path").unwrap().def.capabilities,
+            vec!["graph".to_string()]
+        );
     }
 
     #[test]

@@ -203,10 +203,7 @@ fn topological_order(job: &Job, deps: &[Vec<usize>]) -> Result<Vec<usize>, Error
     let mut path = vec![start];
     let mut pos: HashMap<usize, usize> = HashMap::from([(start, 0)]);
     let mut cur = start;
-    loop {
-        let Some(&next) = deps[cur].iter().find(|d| remaining.contains_key(d)) else {
-            break;
-        };
+    while let Some(&next) = deps[cur].iter().find(|d| remaining.contains_key(d)) {
         if let Some(&p) = pos.get(&next) {
             let cycle: Vec<&str> = path[p..]
                 .iter()

@@ -1,9 +1,8 @@
 //! Runs one job: resolve → plan → schedule ready nodes in parallel → reply.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream;
@@ -15,7 +14,8 @@ use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
 use hsync_protocol::policy::{PolicyDecision, PolicyQuery, Stage};
 use hsync_protocol::record::{OperationRecord, Outcome};
 use hsync_protocol::{Arg, ErrorCode, ErrorReply, Hash32, Value};
-use lru::LruCache;
+use hsync_cache::Cache;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -28,6 +28,12 @@ pub struct EngineConfig {
     /// Result cache capacity in entries; 0 turns the cache off.
     #[arg(long = "result-cache-entries", env = "HSYNC_RESULT_CACHE_ENTRIES", default_value_t = 10_000)]
     pub cache_entries: usize,
+    /// Result cache capacity in bytes (approximate size of the cached outputs).
+    #[arg(long = "result-cache-bytes", env = "HSYNC_RESULT_CACHE_BYTES", default_value_t = 256 << 20)]
+    pub cache_bytes: usize,
+    /// Threads for CPU-bound built-in operators (default: one per core).
+    #[arg(long = "cpu-threads", env = "HSYNC_CPU_THREADS")]
+    pub cpu_threads: Option<usize>,
     /// Deadline of a job that sets none, in milliseconds.
     #[arg(long = "job-timeout-ms", env = "HSYNC_JOB_TIMEOUT_MS", default_value_t = 30_000)]
     pub job_timeout_ms: u64,
@@ -43,6 +49,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             cache_entries: 10_000,
+            cache_bytes: 256 << 20,
+            cpu_threads: None,
             job_timeout_ms: 30_000,
             receipt_wait_ms: 15_000,
             max_parallel: 64,
@@ -50,14 +58,13 @@ impl Default for EngineConfig {
     }
 }
 
+/// (operator_id@version, inputs_hash over the canonical encoding of the resolved inputs).
 type CacheKey = (String, [u8; 32]);
 
 #[derive(Default)]
 struct Counters {
     jobs: AtomicU64,
     nodes: AtomicU64,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
 }
 
 pub struct Engine {
@@ -67,7 +74,10 @@ pub struct Engine {
     policy: PolicyClient,
     operators: OperatorClient,
     index: IndexClient,
-    cache: Option<Mutex<LruCache<CacheKey, Value>>>,
+    cache: Cache<CacheKey, Value, ErrorReply>,
+    /// Bounds the CPU-bound operators running at once: tokio's blocking pool grows to
+    /// hundreds of threads, which on a small machine only adds context switches.
+    cpu_slots: Arc<Semaphore>,
     cfg: EngineConfig,
     counters: Counters,
 }
@@ -117,7 +127,11 @@ pub fn operation_id(job_id: &str, node_id: &str) -> String {
 
 impl Engine {
     pub fn new(bus: Arc<Bus>, registry: Registry, cfg: EngineConfig) -> Self {
-        let cache = NonZeroUsize::new(cfg.cache_entries).map(|n| Mutex::new(LruCache::new(n)));
+        let cache = Cache::new(cfg.cache_entries, cfg.cache_bytes, Value::approx_size);
+        let cpu_threads = cfg
+            .cpu_threads
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         Engine {
             js: bus.jetstream(),
             policy: PolicyClient::new(bus.clone()),
@@ -126,6 +140,7 @@ impl Engine {
             bus,
             registry,
             cache,
+            cpu_slots: Arc::new(Semaphore::new(cpu_threads)),
             cfg,
             counters: Counters::default(),
         }
@@ -133,15 +148,18 @@ impl Engine {
 
     /// Figures for `$SRV.STATS`.
     pub fn stats_json(&self) -> serde_json::Value {
-        let hits = self.counters.cache_hits.load(Ordering::Relaxed);
-        let misses = self.counters.cache_misses.load(Ordering::Relaxed);
+        let c = self.cache.stats();
         serde_json::json!({
             "jobs": self.counters.jobs.load(Ordering::Relaxed),
             "nodes": self.counters.nodes.load(Ordering::Relaxed),
-            "cache_hits": hits,
-            "cache_misses": misses,
-            "cache_hit_rate": if hits + misses > 0 { hits as f64 / (hits + misses) as f64 } else { 0.0 },
-            "cache_entries": self.cache.as_ref().map(|c| c.lock().map(|c| c.len()).unwrap_or(0)).unwrap_or(0),
+            "cache_enabled": self.cache.is_enabled(),
+            "cache_hits": c.hits,
+            "cache_misses": c.misses,
+            "cache_joined": c.joined,
+            "cache_evictions": c.evictions,
+            "cache_hit_rate": c.hit_rate(),
+            "cache_entries": c.entries,
+            "cache_bytes": c.bytes,
         })
     }
 
@@ -477,29 +495,16 @@ impl Engine {
         let mut context = step_context(ctx, node_id, args);
         self.check_policy(ctx, def, Stage::Pre, context.clone(), decided_by, node_id).await?;
 
-        let key = (def.qualified_id(), canonical_hash(args));
-        let use_cache = def.deterministic && def.cacheable;
-        let cached = match (&self.cache, use_cache) {
-            (Some(cache), true) => cache.lock().ok().and_then(|mut c| c.get(&key).cloned()),
-            _ => None,
-        };
-        let (output, hit) = match cached {
-            Some(v) => {
-                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-                (v, true)
-            }
-            None => {
-                if use_cache && self.cache.is_some() {
-                    self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
-                }
-                let v = self.execute(ctx, node_id, def, args).await?;
-                if let (Some(cache), true) = (&self.cache, use_cache) {
-                    if let Ok(mut c) = cache.lock() {
-                        c.put(key, v.clone());
-                    }
-                }
-                (v, false)
-            }
+        let (output, hit) = if def.deterministic && def.cacheable {
+            let key = (def.qualified_id(), canonical_hash(args));
+            let (v, source) = self
+                .cache
+                .get_or_compute(key, || self.execute(ctx, node_id, def, args))
+                .await
+                .map_err(|e| e.at_node(node_id))?;
+            (v, source.served_from_cache())
+        } else {
+            (self.execute(ctx, node_id, def, args).await?, false)
         };
 
         context.insert("output_size".into(), Value::Int(output.approx_size() as i64));
@@ -565,8 +570,17 @@ impl Engine {
                     ErrorReply::new(ErrorCode::UnknownOperator, format!("no built-in `{}`", def.id))
                 })?;
                 let args = args.clone();
+                let slot = self
+                    .cpu_slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ErrorReply::new(ErrorCode::Unavailable, "the runner is shutting down"))?;
                 // CPU-bound work stays off the async runtime's threads.
-                tokio::task::spawn_blocking(move || (builtin.run)(&args))
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    (builtin.run)(&args)
+                })
                     .await
                     .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("operator task: {e}")))?
                     .map_err(|e| e.at_node(node_id))

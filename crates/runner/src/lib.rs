@@ -7,6 +7,7 @@
 
 pub mod dag;
 pub mod engine;
+pub mod incremental;
 pub mod registry;
 
 pub use engine::{Engine, EngineConfig};

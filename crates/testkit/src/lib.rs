@@ -6,13 +6,16 @@
 //! * [`OtlpSink`] — an in-process OTLP/gRPC trace receiver. Point an exporter at
 //!   [`OtlpSink::endpoint`] and inspect what arrived with [`OtlpSink::spans`] /
 //!   [`OtlpSink::wait_for`].
+//! * [`cluster::Cluster`] — nats-server, the five service binaries and an OTLP sink, all
+//!   real processes, for end-to-end tests and benchmarks.
 //!
-//! Both helpers are deliberately independent of the caller's tokio runtime flavour: the NATS
+//! The NATS and OTLP helpers are deliberately independent of the caller's tokio runtime flavour: the NATS
 //! server is a child process, and the OTLP sink serves from its own thread and runtime, so a
 //! test on a `current_thread` runtime can block (e.g. in a synchronous tracer-provider
 //! shutdown) without starving the receiver.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 mod nats;
 mod otlp;
 

@@ -58,7 +58,7 @@ impl PolicyStore {
         let built = if policies.is_empty() {
             Ok(PolicyEngine::permit_all())
         } else {
-            PolicyEngine::new(policies.into_iter(), schema.as_deref())
+            PolicyEngine::new(policies, schema.as_deref())
         };
         match built {
             Ok(engine) => {

@@ -1,0 +1,164 @@
+//! A whole HyperSync installation in real processes — a fresh nats-server (free port,
+//! JetStream, temporary store), the five service binaries from the cargo target
+//! directory, and an in-process OTLP receiver they export their spans to. Used by the
+//! end-to-end tests and by `hsync bench`, which starts one per variant it compares.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hsync_bus::{Bus, BusConfig};
+use hsync_protocol::names::services;
+use crate::{NatsServer, OtlpSink};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub const SERVICE_BINARIES: [&str; 5] = ["indexer", "receipt-signer", "policy-evaluator", "geometry-cache", "operator-runner"];
+
+/// Where the service binaries are: `HSYNC_BIN_DIR`, else next to the running executable
+/// (`hsync`), else one level up (a test executable lives in `<target>/<profile>/deps/`).
+pub fn bin_dir() -> anyhow::Result<PathBuf> {
+    if let Ok(d) = std::env::var("HSYNC_BIN_DIR") {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe()?;
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(PathBuf::from).collect();
+    candidates
+        .iter()
+        .find(|d| SERVICE_BINARIES.iter().all(|b| d.join(b).exists()))
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the service binaries ({}) are not in {}: build them first (`make build`) or set HSYNC_BIN_DIR",
+                SERVICE_BINARIES.join(", "),
+                candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" or ")
+            )
+        })
+}
+
+pub struct Cluster {
+    pub nats: NatsServer,
+    pub otlp: OtlpSink,
+    pub dir: tempfile::TempDir,
+    pub bus: Arc<Bus>,
+    children: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    /// Starts everything and waits until all five services answer `$SRV.PING`.
+    pub async fn start() -> anyhow::Result<Cluster> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Cluster::start`], with extra environment for every service (e.g.
+    /// `HSYNC_RESULT_CACHE_ENTRIES=0` to compare a variant).
+    pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+        let nats = NatsServer::start()?;
+        let otlp = OtlpSink::start().await?;
+        let dir = tempfile::tempdir()?;
+        let bins = bin_dir()?;
+        let mut children = Vec::new();
+        for name in SERVICE_BINARIES {
+            let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
+            let mut cmd = Command::new(bins.join(name));
+            cmd.env("NATS_URL", nats.url())
+                .env("HSYNC_SIGNER_DIR", dir.path().join("signer"))
+                .env("HSYNC_INDEX_DIR", dir.path().join("index"))
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+                .env("RUST_LOG", "info");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            children.push((name.to_string(), child));
+        }
+        let bus = Arc::new(Bus::connect(&BusConfig::for_url(&nats.url()), "e2e").await?);
+        let mut cluster = Cluster {
+            nats,
+            otlp,
+            dir,
+            bus,
+            children,
+        };
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut missing = Vec::new();
+            for name in services::ALL {
+                let answers =
+                    hsync_client::discovery::collect(self.bus.primary(), "PING", name, Duration::from_millis(200)).await?;
+                if answers.is_empty() {
+                    missing.push(name);
+                }
+            }
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let mut exited = None;
+            for (name, child) in self.children.iter_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some((name.clone(), status));
+                }
+            }
+            if let Some((name, status)) = exited {
+                anyhow::bail!("{name} exited ({status}) during start-up:\n{}", self.log(&name));
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("services not ready: {}", missing.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A service's log so far (for assertion messages).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn signer_vkey_path(&self) -> PathBuf {
+        self.dir.path().join("signer").join("signer.vkey")
+    }
+
+    /// SIGTERM every service and wait for it: exercises graceful shutdown.
+    pub fn stop_services(&mut self) -> Vec<(String, Option<i32>)> {
+        for (_, c) in &self.children {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+        let mut out = Vec::new();
+        for (name, c) in self.children.iter_mut() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let code = loop {
+                match c.try_wait() {
+                    Ok(Some(s)) => break s.code(),
+                    _ if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        break None;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            };
+            out.push((name.clone(), code));
+        }
+        self.children.clear();
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in self.children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
