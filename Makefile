@@ -33,6 +33,12 @@ run: build
 test: build
 	$(CARGO) test --release --workspace --no-fail-fast
 
+## Each optimization on and off, side by side (figures for docs/PERFORMANCE.md), then the
+## criterion micro-benchmarks.
+bench: build
+	$(BIN)/hsync bench all
+	$(CARGO) bench --workspace
+
 stop:
 	$(BIN)/hsync down --dir $(STATE)
 

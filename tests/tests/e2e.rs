@@ -324,3 +324,64 @@ async fn every_service_answers_nats_micro_discovery() {
         assert_eq!(stats.len(), 1);
     }
 }
+
+/// The runner's `$SRV.STATS` figures (the data of its endpoint).
+async fn runner_stats(c: &Cluster) -> serde_json::Value {
+    let stats = hsync_client::discovery::collect(
+        c.bus.primary(),
+        "STATS",
+        hsync_protocol::names::services::OPERATOR_RUNNER,
+        Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    stats[0]["endpoints"][0]["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_jobs_run_once_and_keep_their_result() {
+    let c = Cluster::start().await.expect("cluster starts");
+    let client = JobClient::new(c.bus.clone());
+    let mut j = demo_job();
+    j.wait_receipts = false;
+    j.job_id = "durable-1".into();
+
+    // Published twice with the same id: the stream keeps one, the runner runs it once.
+    assert_eq!(client.submit(&j).await.unwrap(), "durable-1");
+    assert_eq!(client.submit(&j).await.unwrap(), "durable-1");
+    let published = client
+        .wait_result("durable-1", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a result within 30 s");
+    assert_eq!(published.status, JobStatus::Succeeded, "{published:#?}");
+    let stored = client.result("durable-1").await.unwrap().expect("stored result");
+    assert_eq!(stored.outputs, published.outputs);
+    // Same outputs as the request/reply path.
+    let direct = run(&c, &demo_job()).await.unwrap();
+    assert_eq!(stored.outputs, direct.outputs);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runner_stats(&c).await["jobs"], 2, "one durable run plus one direct run");
+
+    // An invalid durable job gets a stored `rejected` result naming what was wrong.
+    let bad = job(serde_json::json!({
+        "job_id": "durable-bad",
+        "nodes": [{"id": "x", "op": "no.such.operator", "args": {}}]
+    }));
+    client.submit(&bad).await.unwrap();
+    let r = client
+        .wait_result("durable-bad", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a result for the rejected job");
+    assert_eq!(r.status, JobStatus::Rejected);
+    assert_eq!(r.error.as_ref().map(|e| e.code), Some(ErrorCode::UnknownOperator), "{r:#?}");
+    assert!(r.nodes.is_empty());
+
+    // A job id that cannot key a result is refused before publishing.
+    let mut odd = demo_job();
+    odd.job_id = "has spaces".into();
+    let e = client.submit(&odd).await.unwrap_err();
+    assert_eq!(e.to_reply().code, ErrorCode::InvalidJob);
+    assert!(client.result("no-such-job").await.unwrap().is_none());
+}

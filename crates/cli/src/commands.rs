@@ -71,6 +71,59 @@ pub async fn run(cfg: &BusConfig, path: &Path, wait_receipts: bool, timeout_ms: 
     }
 }
 
+/// Exit code when a durable job has no result yet.
+const NO_RESULT_YET: u8 = 4;
+
+fn result_exit_code(result: &JobResult) -> ExitCode {
+    if result.status == JobStatus::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+/// Durable path: publish to the jobs stream; print the job id (and, with `wait`, the result).
+pub async fn submit(cfg: &BusConfig, path: &Path, wait: bool, timeout_ms: u64) -> anyhow::Result<ExitCode> {
+    let job = read_job(path)?;
+    let bus = connect(cfg).await?;
+    let client = JobClient::new(bus);
+    let job_id = match client.submit(&job).await {
+        Ok(id) => id,
+        Err(e) => return Ok(report_error(e)),
+    };
+    if !wait {
+        println!("{job_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match client.wait_result(&job_id, Duration::from_millis(timeout_ms)).await {
+        Ok(Some(result)) => {
+            print_json(&result)?;
+            Ok(result_exit_code(&result))
+        }
+        Ok(None) => {
+            eprintln!("job {job_id} is accepted (durable) but has no result after {timeout_ms} ms; later: hsync result {job_id}");
+            Ok(ExitCode::from(NO_RESULT_YET))
+        }
+        Err(e) => Ok(report_error(e)),
+    }
+}
+
+/// The stored result of a durable job.
+pub async fn result(cfg: &BusConfig, job_id: &str) -> anyhow::Result<ExitCode> {
+    let bus = connect(cfg).await?;
+    match JobClient::new(bus).result(job_id).await {
+        Ok(Some(result)) => {
+            print_json(&result)?;
+            Ok(result_exit_code(&result))
+        }
+        Ok(None) => {
+            eprintln!("no result for job {job_id} (not finished, not submitted on the durable path, or older than a day)");
+            Ok(ExitCode::from(NO_RESULT_YET))
+        }
+        Err(e) => Ok(report_error(e)),
+    }
+}
+
 pub async fn receipt_get(cfg: &BusConfig, operation_id: &str) -> anyhow::Result<ExitCode> {
     let bus = connect(cfg).await?;
     match IndexClient::new(bus).receipt_by_operation(operation_id).await {

@@ -39,6 +39,18 @@ enum Command {
         #[arg(long, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+    /// Submit a job on the durable path (JetStream); print its id, or its result with --wait.
+    Submit {
+        job: PathBuf,
+        /// Wait for the result and print it.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many milliseconds (the job still runs).
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// Print the stored result of a durable job (kept for a day).
+    Result { job_id: String },
     /// Receipts: fetch, verify offline, get the log's verifier key.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -110,6 +122,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             wait_receipts,
             timeout_ms,
         } => commands::run(&cli.bus, &job, wait_receipts, timeout_ms).await,
+        Command::Submit { job, wait, timeout_ms } => commands::submit(&cli.bus, &job, wait, timeout_ms).await,
+        Command::Result { job_id } => commands::result(&cli.bus, &job_id).await,
         Command::Receipt(ReceiptCommand::Get { operation_id }) => commands::receipt_get(&cli.bus, &operation_id).await,
         Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,

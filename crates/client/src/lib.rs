@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hsync_bus::{Bus, BusError};
 use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
-use hsync_protocol::job::{Job, JobResult};
+use hsync_protocol::job::{valid_id, Job, JobResult, MAX_ID_LEN};
 use hsync_protocol::operator::{OperatorCall, OperatorOutput};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Receipt, VerifierKeys};
@@ -30,6 +30,72 @@ impl JobClient {
         self.bus
             .request_timeout_after(self.bus.names().jobs_run(), job, timeout)
             .await
+    }
+
+    /// Publishes a job on the durable path (the JetStream work queue) and returns its id.
+    /// The id is the idempotency key: assigned here when empty, sent as `Nats-Msg-Id`, so
+    /// publishing the same job twice runs it once.
+    pub async fn submit(&self, job: &Job) -> Result<String, BusError> {
+        let mut job = job.clone();
+        if job.job_id.is_empty() {
+            job.job_id = uuid::Uuid::now_v7().simple().to_string();
+        }
+        if !valid_id(&job.job_id) {
+            return Err(BusError::Remote(ErrorReply::new(
+                ErrorCode::InvalidJob,
+                format!(
+                    "job_id {:?} is invalid: use 1-{MAX_ID_LEN} letters, digits, '-' or '_'",
+                    job.job_id
+                ),
+            )));
+        }
+        let js = self.bus.jetstream();
+        self.bus
+            .js_publish(&js, self.bus.names().jobs_submit(), &job, Some(&job.job_id))
+            .await?;
+        Ok(job.job_id)
+    }
+
+    /// The stored result of a durable job, if it has finished (kept for a day).
+    pub async fn result(&self, job_id: &str) -> Result<Option<JobResult>, BusError> {
+        if !valid_id(job_id) {
+            return Err(BusError::Remote(ErrorReply::new(
+                ErrorCode::InvalidJob,
+                format!("job_id {job_id:?} is invalid"),
+            )));
+        }
+        let bucket = self.bus.names().bucket_results();
+        let kv = self
+            .bus
+            .jetstream()
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| BusError::Nats(format!("cannot open bucket {bucket}: {e}")))?;
+        match kv.get(job_id).await {
+            Ok(Some(bytes)) => Ok(Some(self.bus.codec().decode(None, &bytes)?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(BusError::Nats(format!("cannot read {job_id} from {bucket}: {e}"))),
+        }
+    }
+
+    /// Waits up to `timeout` for a durable job's result. Subscribes before looking in the
+    /// bucket, so a result published in between is not missed.
+    pub async fn wait_result(&self, job_id: &str, timeout: Duration) -> Result<Option<JobResult>, BusError> {
+        use futures::StreamExt;
+        let subject = self.bus.names().jobs_result(job_id);
+        let mut sub = self
+            .bus
+            .client()
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| BusError::Nats(format!("cannot subscribe to {subject}: {e}")))?;
+        if let Some(r) = self.result(job_id).await? {
+            return Ok(Some(r));
+        }
+        match tokio::time::timeout(timeout, sub.next()).await {
+            Ok(Some(msg)) => Ok(Some(self.bus.codec().decode(msg.headers.as_ref(), &msg.payload)?)),
+            Ok(None) | Err(_) => Ok(None),
+        }
     }
 }
 

@@ -8,6 +8,18 @@ use crate::error::ErrorReply;
 use crate::receipt::Receipt;
 use crate::value::{Arg, Value};
 
+/// Longest job id or node id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A valid job id or node id: usable as a NATS subject token and a KV key.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn anonymous() -> String {
     "anonymous".to_string()
 }
@@ -53,6 +65,9 @@ pub enum JobStatus {
     Failed,
     /// A policy denied a node that a requested output needs.
     Denied,
+    /// The job itself was invalid (see `error`); nothing ran. Only durable jobs get a
+    /// JobResult for this: on `jobs.run` the reply is the ErrorReply itself.
+    Rejected,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

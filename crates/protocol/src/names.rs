@@ -134,6 +134,9 @@ impl Names {
     pub fn consumer_indexer(&self) -> String {
         "indexer".to_string()
     }
+    pub fn consumer_runner(&self) -> String {
+        "operator-runner".to_string()
+    }
 
     // --- KV buckets ---
     pub fn bucket_operators(&self) -> String {

@@ -10,8 +10,7 @@ use hsync_protocol::{Arg, ErrorCode, ErrorReply};
 
 /// Most nodes one job may have.
 pub const MAX_NODES: usize = 10_000;
-/// Longest node id.
-pub const MAX_ID_LEN: usize = 128;
+pub use hsync_protocol::job::{valid_id, MAX_ID_LEN};
 
 /// A validated job: the nodes the requested outputs need, in a topological order.
 #[derive(Debug, Clone)]
@@ -30,14 +29,6 @@ fn invalid_job(msg: impl Into<String>) -> ErrorReply {
     ErrorReply::new(ErrorCode::InvalidJob, msg)
 }
 
-/// A valid job id or node id: usable as a NATS subject token and a KV key.
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// Checks the job's structure and the literal arguments against the operators'
 /// argument specs. `defs[i]` is the definition of `job.nodes[i]`'s operator.

@@ -8,8 +8,16 @@ use hsync_protocol::names::services;
 
 use hsync_runner::Engine;
 
-/// Serves `jobs.run` until shutdown.
-pub async fn run(bus: Arc<Bus>, engine: Arc<Engine>, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+pub mod durable;
+
+/// Serves `jobs.run` and consumes `jobs.submit` until shutdown.
+pub async fn run(
+    bus: Arc<Bus>,
+    engine: Arc<Engine>,
+    durable_cfg: durable::DurableConfig,
+    shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
+    let durable_task = tokio::spawn(durable::run(bus.clone(), engine.clone(), durable_cfg, shutdown.clone()));
     let stats_engine = engine.clone();
     let service = start_service(
         &bus,
@@ -29,6 +37,7 @@ pub async fn run(bus: Arc<Bus>, engine: Arc<Engine>, shutdown: ShutdownSignal) -
         async move { engine.run(req.body).await }
     })
     .await;
+    let durable_result = durable_task.await;
     let _ = service.stop().await;
-    Ok(())
+    durable_result.map_err(|e| anyhow::anyhow!("durable job consumer: {e}"))?
 }

@@ -13,6 +13,8 @@ struct Args {
     bus: BusConfig,
     #[command(flatten)]
     engine: EngineConfig,
+    #[command(flatten)]
+    durable: operator_runner::durable::DurableConfig,
 }
 
 #[tokio::main]
@@ -30,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = Arc::new(Engine::new(bus.clone(), registry, args.engine));
 
     tracing::info!(nats = %args.bus.nats_url, "operator-runner ready");
-    let result = operator_runner::run(bus.clone(), engine, shutdown.signal()).await;
+    let result = operator_runner::run(bus.clone(), engine, args.durable, shutdown.signal()).await;
     bus.drain().await;
     if let Err(e) = telemetry.shutdown() {
         eprintln!("telemetry shutdown: {e}");
