@@ -43,6 +43,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub bus: Arc<Bus>,
     children: Vec<(String, Child)>,
+    bins: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -57,37 +59,60 @@ impl Cluster {
         let nats = NatsServer::start()?;
         let otlp = OtlpSink::start().await?;
         let dir = tempfile::tempdir()?;
-        let bins = bin_dir()?;
-        let mut children = Vec::new();
-        for name in SERVICE_BINARIES {
-            let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
-            let mut cmd = Command::new(bins.join(name));
-            cmd.env("NATS_URL", nats.url())
-                .env("HSYNC_SIGNER_DIR", dir.path().join("signer"))
-                .env("HSYNC_INDEX_DIR", dir.path().join("index"))
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint())
-                .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-                .env("RUST_LOG", "info");
-            for (k, v) in env {
-                cmd.env(k, v);
-            }
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?;
-            children.push((name.to_string(), child));
-        }
         let bus = Arc::new(Bus::connect(&BusConfig::for_url(&nats.url()), "e2e").await?);
         let mut cluster = Cluster {
             nats,
             otlp,
             dir,
             bus,
-            children,
+            children: Vec::new(),
+            bins: bin_dir()?,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
+        for name in SERVICE_BINARIES {
+            let child = cluster.spawn(name)?;
+            cluster.children.push((name.to_string(), child));
+        }
         cluster.wait_ready(Duration::from_secs(60)).await?;
         Ok(cluster)
+    }
+
+    fn spawn(&self, name: &str) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))?;
+        let mut cmd = Command::new(self.bins.join(name));
+        cmd.env("NATS_URL", self.nats.url())
+            .env("HSYNC_SIGNER_DIR", self.dir.path().join("signer"))
+            .env("HSYNC_INDEX_DIR", self.dir.path().join("index"))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.endpoint())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("RUST_LOG", "info");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
+    }
+
+    /// SIGKILL one service (no chance to drain or flush): a crash.
+    pub fn kill(&mut self, name: &str) {
+        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed (or stopped) service again on the same state and waits until every
+    /// service answers.
+    pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        self.kill(name);
+        let child = self.spawn(name)?;
+        match self.children.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = child,
+            None => self.children.push((name.to_string(), child)),
+        }
+        self.wait_ready(Duration::from_secs(60)).await
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
