@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use hsync_client::JobClient;
+use hsync_client::{discovery, JobClient};
 use hsync_protocol::job::{Job, JobResult, JobStatus, Node};
+use hsync_protocol::names::services;
 use hsync_protocol::{Arg, Tensor, Value};
+use hsync_cache::zipf::{Rng, Zipf};
 use hsync_testkit::cluster::Cluster;
 use serde::Serialize;
 
@@ -23,8 +25,8 @@ pub struct BenchArgs {
     /// Jobs measured per variant (after the warm-up).
     #[arg(long, default_value_t = 20_000)]
     jobs: usize,
-    /// Jobs run before measuring (fills the cache to its steady state).
-    #[arg(long, default_value_t = 20_000)]
+    /// Jobs run before measuring (fills the cache towards its steady state).
+    #[arg(long, default_value_t = 60_000)]
     warmup: usize,
     /// Jobs in flight at once.
     #[arg(long, default_value_t = 32)]
@@ -43,6 +45,9 @@ enum Scenario {
     Cache,
     /// A wide DAG of 64 independent CPU-heavy nodes: parallel vs sequential.
     Parallel,
+    /// Jobs of 8 cheap independent nodes: policy queries batched (up to 100 per message,
+    /// 1 ms window) vs one message per query.
+    Batching,
     All,
 }
 
@@ -59,45 +64,10 @@ struct Figures {
     nodes_total: u64,
     hit_rate: f64,
     failed_jobs: usize,
-}
-
-/// xorshift64*: a fixed, dependency-free generator so every variant sees the same jobs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Zipf(s) over ranks 1..=n by inverse CDF (binary search on the cumulative weights).
-struct Zipf {
-    cdf: Vec<f64>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let mut cdf = Vec::with_capacity(n);
-        let mut acc = 0.0;
-        for k in 1..=n {
-            acc += 1.0 / (k as f64).powf(s);
-            cdf.push(acc);
-        }
-        for c in &mut cdf {
-            *c /= acc;
-        }
-        Zipf { cdf }
-    }
-    fn sample(&self, rng: &mut Rng) -> usize {
-        let u = rng.unit();
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
+    /// Requests from the runner to the policy-evaluator per measured job.
+    policy_messages_per_job: f64,
+    /// Policy queries carried per request.
+    policy_queries_per_message: f64,
 }
 
 pub const DISTINCT_INPUTS: usize = 100_000;
@@ -119,6 +89,29 @@ fn cache_job(key: usize) -> Job {
             op: "mat.matmul".into(),
             args,
         }],
+        outputs: vec![],
+        wait_receipts: false,
+        timeout_ms: None,
+    }
+}
+
+/// 8 independent vector norms of distinct literal vectors: cheap nodes, so the policy
+/// round trips (pre and post per node) dominate.
+fn batching_job(job: usize) -> Job {
+    let nodes = (0..8)
+        .map(|n| {
+            let v: Vec<f64> = (0..16).map(|i| (job * 8 + n) as f64 + i as f64 * 0.25).collect();
+            Node {
+                id: format!("n{n}"),
+                op: "vec.norm".into(),
+                args: BTreeMap::from([("v".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(v))))]),
+            }
+        })
+        .collect();
+    Job {
+        job_id: String::new(),
+        submitter: "bench".into(),
+        nodes,
         outputs: vec![],
         wait_receipts: false,
         timeout_ms: None,
@@ -189,18 +182,63 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         nodes_total,
         hit_rate: if nodes_total > 0 { cached as f64 / nodes_total as f64 } else { 0.0 },
         failed_jobs: results.iter().filter(|(_, r)| r.status != JobStatus::Succeeded).count(),
+        policy_messages_per_job: 0.0,
+        policy_queries_per_message: 0.0,
     }
+}
+
+/// The runner's policy traffic so far, from its `$SRV.STATS`: (messages, queries).
+async fn policy_traffic(cluster: &Cluster) -> anyhow::Result<(u64, u64)> {
+    let stats = discovery::collect(
+        cluster.bus.primary(),
+        "STATS",
+        services::OPERATOR_RUNNER,
+        Duration::from_millis(300),
+    )
+    .await?;
+    let data = stats
+        .first()
+        .map(|s| &s["endpoints"][0]["data"])
+        .ok_or_else(|| anyhow::anyhow!("the operator-runner did not answer $SRV.STATS"))?;
+    let field = |name: &str| {
+        data[name]
+            .as_u64()
+            .ok_or_else(|| anyhow::anyhow!("the operator-runner's stats have no `{name}`: {data}"))
+    };
+    Ok((field("policy_messages")?, field("policy_queries")?))
+}
+
+/// Fills in the policy traffic between two `policy_traffic` readings.
+fn with_traffic(mut f: Figures, before: (u64, u64), after: (u64, u64)) -> Figures {
+    let messages = after.0.saturating_sub(before.0) as f64;
+    let queries = after.1.saturating_sub(before.1) as f64;
+    f.policy_messages_per_job = messages / f.jobs.max(1) as f64;
+    f.policy_queries_per_message = if messages > 0.0 { queries / messages } else { 0.0 };
+    f
 }
 
 async fn cache_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
     let cluster = Cluster::start_with(env).await?;
     let client = JobClient::new(cluster.bus.clone());
     let zipf = Zipf::new(DISTINCT_INPUTS, 1.0);
-    let mut rng = Rng(args.seed.max(1));
+    let mut rng = Rng::new(args.seed);
     let keys: Vec<usize> = (0..args.warmup + args.jobs).map(|_| zipf.sample(&mut rng)).collect();
     drive(&client, keys[..args.warmup].iter().map(|&k| cache_job(k)), args.concurrency).await?;
+    let before = policy_traffic(&cluster).await?;
     let (elapsed, results) = drive(&client, keys[args.warmup..].iter().map(|&k| cache_job(k)), args.concurrency).await?;
-    Ok(figures("cache", variant, elapsed, &results))
+    let after = policy_traffic(&cluster).await?;
+    Ok(with_traffic(figures("cache", variant, elapsed, &results), before, after))
+}
+
+async fn batching_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
+    let cluster = Cluster::start_with(env).await?;
+    let client = JobClient::new(cluster.bus.clone());
+    drive(&client, (0..args.warmup).map(batching_job), args.concurrency).await?;
+    let before = policy_traffic(&cluster).await?;
+    let measured = args.warmup..args.warmup + args.jobs;
+    let (elapsed, results) = drive(&client, measured.map(batching_job), args.concurrency).await?;
+    let after = policy_traffic(&cluster).await?;
+    Ok(with_traffic(figures("batching", variant, elapsed, &results), before, after))
 }
 
 async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
@@ -208,18 +246,20 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     let client = JobClient::new(cluster.bus.clone());
     // Few, large jobs: one at a time, so the comparison is about parallelism inside a job.
     let jobs = (args.jobs / 1000).clamp(3, 50);
+    let before = policy_traffic(&cluster).await?;
     let (elapsed, results) = drive(&client, (0..jobs).map(wide_job), 1).await?;
-    Ok(figures("parallel", variant, elapsed, &results))
+    let after = policy_traffic(&cluster).await?;
+    Ok(with_traffic(figures("parallel", variant, elapsed, &results), before, after))
 }
 
 fn print_table(rows: &[Figures]) {
     println!(
-        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
-        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed"
+        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9}",
+        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed", "msgs/job"
     );
     for f in rows {
         println!(
-            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7}",
+            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7} {:>9.2}",
             f.scenario,
             f.variant,
             f.jobs,
@@ -228,7 +268,8 @@ fn print_table(rows: &[Figures]) {
             f.p50_ms,
             f.p99_ms,
             f.hit_rate * 100.0,
-            f.failed_jobs
+            f.failed_jobs,
+            f.policy_messages_per_job
         );
     }
 }
@@ -246,6 +287,12 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let seq = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_MAX_PARALLEL_NODES", "1")];
         rows.push(parallel_variant(&args, "sequential", &seq).await?);
     }
+    if matches!(args.scenario, Scenario::Batching | Scenario::All) {
+        let on = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
+        rows.push(batching_variant(&args, "batch on", &on).await?);
+        let off = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_POLICY_BATCH_MAX", "1")];
+        rows.push(batching_variant(&args, "batch off", &off).await?);
+    }
     print_table(&rows);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -258,23 +305,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zipf_is_skewed_and_in_range() {
-        let z = Zipf::new(DISTINCT_INPUTS, 1.0);
-        let mut rng = Rng(7);
-        let samples: Vec<usize> = (0..100_000).map(|_| z.sample(&mut rng)).collect();
-        assert!(samples.iter().all(|&k| k < DISTINCT_INPUTS));
-        // Under Zipf(1.0) over 100k ranks the top 10k carry H(10^4)/H(10^5) ≈ 81% of the mass.
-        let top = samples.iter().filter(|&&k| k < CACHE_ENTRIES).count() as f64 / samples.len() as f64;
-        assert!((0.78..0.84).contains(&top), "top-10k share {top}");
-        // Rank 0 alone: 1/H(10^5) ≈ 8.3%.
-        let first = samples.iter().filter(|&&k| k == 0).count() as f64 / samples.len() as f64;
-        assert!((0.07..0.10).contains(&first), "rank-0 share {first}");
-    }
-
-    #[test]
     fn workload_jobs_are_deterministic_and_distinct() {
         assert_eq!(cache_job(5), cache_job(5));
         assert_ne!(cache_job(5), cache_job(6));
         assert_eq!(wide_job(1).nodes.len(), 64);
+        assert_eq!(batching_job(3), batching_job(3));
+        assert_ne!(batching_job(3), batching_job(4));
+        let nodes = batching_job(3).nodes;
+        assert_eq!(nodes.len(), 8);
+        // Distinct inputs inside a job too, so no node is another's duplicate.
+        for (i, a) in nodes.iter().enumerate() {
+            assert!(nodes[i + 1..].iter().all(|b| b.args != a.args));
+        }
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hsync_bus::{Bus, BusConfig, BusError};
+use hsync_client::registry::OperatorRegistry;
 use hsync_client::{discovery, IndexClient, JobClient};
+use hsync_protocol::operator::{OperatorDef, Provider};
 use hsync_protocol::job::{Job, JobResult, JobStatus};
 use hsync_protocol::names::services;
 use hsync_protocol::receipt::Receipt;
@@ -119,6 +121,71 @@ pub async fn result(cfg: &BusConfig, job_id: &str) -> anyhow::Result<ExitCode> {
         Ok(None) => {
             eprintln!("no result for job {job_id} (not finished, not submitted on the durable path, or older than a day)");
             Ok(ExitCode::from(NO_RESULT_YET))
+        }
+        Err(e) => Ok(report_error(e)),
+    }
+}
+
+pub async fn operators_list(cfg: &BusConfig, json: bool) -> anyhow::Result<ExitCode> {
+    let bus = connect(cfg).await?;
+    let defs = match OperatorRegistry::new(bus).list().await {
+        Ok(d) => d,
+        Err(e) => return Ok(report_error(e)),
+    };
+    if json {
+        print_json(&defs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<26} {:<8} {:<34} capabilities", "operator", "version", "provider");
+    for d in &defs {
+        let provider = match &d.provider {
+            Provider::Builtin => "built-in".to_string(),
+            Provider::Nats { subject } => format!("nats {subject}"),
+        };
+        println!("{:<26} {:<8} {:<34} {}", d.id, d.version, provider, d.capabilities.join(","));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn operators_show(cfg: &BusConfig, id: &str) -> anyhow::Result<ExitCode> {
+    let bus = connect(cfg).await?;
+    match OperatorRegistry::new(bus).get(id).await {
+        Ok(Some(def)) => {
+            print_json(&def)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(None) => {
+            eprintln!("no operator {id} is registered");
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => Ok(report_error(e)),
+    }
+}
+
+pub async fn operators_register(cfg: &BusConfig, path: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = read_input(path)?;
+    let def: OperatorDef =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid operator definition", path.display()))?;
+    let bus = connect(cfg).await?;
+    match OperatorRegistry::new(bus).register(&def).await {
+        Ok(()) => {
+            println!("registered {}", def.qualified_id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(report_error(e)),
+    }
+}
+
+pub async fn operators_remove(cfg: &BusConfig, id: &str) -> anyhow::Result<ExitCode> {
+    let bus = connect(cfg).await?;
+    match OperatorRegistry::new(bus).remove(id).await {
+        Ok(true) => {
+            println!("removed {id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(false) => {
+            eprintln!("no operator {id} is registered");
+            Ok(ExitCode::from(4))
         }
         Err(e) => Ok(report_error(e)),
     }

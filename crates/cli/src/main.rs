@@ -51,6 +51,9 @@ enum Command {
     },
     /// Print the stored result of a durable job (kept for a day).
     Result { job_id: String },
+    /// The operator registry: list, show, register, remove.
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Receipts: fetch, verify offline, get the log's verifier key.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -71,6 +74,23 @@ enum Command {
         #[arg(long, default_value = ".hsync/signer/signer.vkey")]
         key: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum OperatorsCommand {
+    /// Every registered operator: id, version, provider, capabilities.
+    List {
+        /// Print the definitions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One operator's definition as JSON.
+    Show { id: String },
+    /// Register (or replace) an operator served by your own provider: an OperatorDef as
+    /// JSON (file or -), with provider {"kind": "nats", "subject": "..."}.
+    Register { def: PathBuf },
+    /// Remove an operator registered with `register`.
+    Remove { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +144,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         } => commands::run(&cli.bus, &job, wait_receipts, timeout_ms).await,
         Command::Submit { job, wait, timeout_ms } => commands::submit(&cli.bus, &job, wait, timeout_ms).await,
         Command::Result { job_id } => commands::result(&cli.bus, &job_id).await,
+        Command::Operators(OperatorsCommand::List { json }) => commands::operators_list(&cli.bus, json).await,
+        Command::Operators(OperatorsCommand::Show { id }) => commands::operators_show(&cli.bus, &id).await,
+        Command::Operators(OperatorsCommand::Register { def }) => commands::operators_register(&cli.bus, &def).await,
+        Command::Operators(OperatorsCommand::Remove { id }) => commands::operators_remove(&cli.bus, &id).await,
         Command::Receipt(ReceiptCommand::Get { operation_id }) => commands::receipt_get(&cli.bus, &operation_id).await,
         Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,

@@ -1,8 +1,14 @@
 //! Typed clients for every HyperSync subject. A caller never builds a subject string or
-//! decodes a reply by hand: the runner calls [`PolicyClient`], the CLI calls
+//! decodes a reply by hand: the runner calls [`BatchingPolicyClient`] (concurrent policy
+//! queries share messages; the generic part is [`batch::Batcher`]), the CLI calls
 //! [`JobClient`] and [`IndexClient`], and so on.
 #![forbid(unsafe_code)]
 
+pub mod registry;
+
+pub mod batch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +18,9 @@ use hsync_protocol::job::{valid_id, Job, JobResult, MAX_ID_LEN};
 use hsync_protocol::operator::{OperatorCall, OperatorOutput};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Receipt, VerifierKeys};
-use hsync_protocol::{ErrorCode, ErrorReply};
+use hsync_protocol::{CodecError, ErrorCode, ErrorReply};
+
+use crate::batch::{BatchConfig, BatchError, Batcher};
 
 /// Submits jobs.
 #[derive(Clone)]
@@ -124,6 +132,118 @@ impl PolicyClient {
             )));
         }
         Ok(reply.decisions)
+    }
+}
+
+/// Messages and queries a [`BatchingPolicyClient`] has sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyTraffic {
+    /// Requests sent to the policy-evaluator.
+    pub messages: u64,
+    /// Queries carried by those requests.
+    pub queries: u64,
+}
+
+#[derive(Default)]
+struct TrafficCounters {
+    messages: AtomicU64,
+    queries: AtomicU64,
+}
+
+/// Asks the policy-evaluator one query at a time, while concurrent queries (from any node
+/// of any job) travel together: up to `max_items` queries per message, the first waiting
+/// at most `window` for the others (see [`batch`]). With `max_items` 1 every query is
+/// sent alone, directly, as [`PolicyClient::evaluate`] would.
+#[derive(Clone)]
+pub struct BatchingPolicyClient {
+    direct: PolicyClient,
+    batcher: Option<Batcher<PolicyQuery, PolicyDecision, Arc<BusError>>>,
+    traffic: Arc<TrafficCounters>,
+}
+
+impl BatchingPolicyClient {
+    /// Starts the batching task (so, when `max_items` > 1, it must be called within a
+    /// Tokio runtime).
+    pub fn new(bus: Arc<Bus>, cfg: BatchConfig) -> Self {
+        let direct = PolicyClient::new(bus);
+        let traffic = Arc::new(TrafficCounters::default());
+        let batcher = (cfg.max_items > 1).then(|| {
+            let client = direct.clone();
+            let traffic = traffic.clone();
+            Batcher::new(cfg, move |queries: Vec<PolicyQuery>| {
+                let client = client.clone();
+                traffic.count(queries.len());
+                async move { client.evaluate(queries).await.map_err(Arc::new) }
+            })
+        });
+        BatchingPolicyClient { direct, batcher, traffic }
+    }
+
+    /// Evaluates one query. An error of the message that carried it (timeout, no
+    /// responders, an error reply) is this query's error too.
+    pub async fn evaluate(&self, query: PolicyQuery) -> Result<PolicyDecision, BusError> {
+        let Some(batcher) = &self.batcher else {
+            self.traffic.count(1);
+            let mut decisions = self.direct.evaluate(vec![query]).await?;
+            return decisions.pop().ok_or_else(|| {
+                BusError::Remote(ErrorReply::new(ErrorCode::Internal, "policy-evaluator sent no decision"))
+            });
+        };
+        batcher.call(query).await.map_err(|e| match e {
+            BatchError::Failed(e) => clone_bus_error(&e),
+            BatchError::Mismatch { sent, answered } => BusError::Remote(ErrorReply::new(
+                ErrorCode::Internal,
+                format!("policy-evaluator answered {answered} decisions for {sent} queries"),
+            )),
+            BatchError::Closed => BusError::Remote(ErrorReply::new(
+                ErrorCode::Unavailable,
+                "the policy batcher stopped before answering",
+            )),
+        })
+    }
+
+    /// Messages and queries sent so far.
+    pub fn traffic(&self) -> PolicyTraffic {
+        PolicyTraffic {
+            messages: self.traffic.messages.load(Ordering::Relaxed),
+            queries: self.traffic.queries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether concurrent queries share messages (`max_items` > 1).
+    pub fn is_batching(&self) -> bool {
+        self.batcher.is_some()
+    }
+}
+
+impl TrafficCounters {
+    fn count(&self, queries: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.queries.fetch_add(queries as u64, Ordering::Relaxed);
+    }
+}
+
+/// `BusError` is not `Clone` (its codec error is not); a batch's error goes to each caller.
+fn clone_bus_error(e: &BusError) -> BusError {
+    match e {
+        BusError::Remote(r) => BusError::Remote(r.clone()),
+        BusError::Timeout { subject, millis } => BusError::Timeout {
+            subject: subject.clone(),
+            millis: *millis,
+        },
+        BusError::NoResponders(s) => BusError::NoResponders(s.clone()),
+        BusError::Codec(c) => BusError::Codec(match c {
+            CodecError::Malformed { what, message } => CodecError::Malformed {
+                what,
+                message: message.clone(),
+            },
+            CodecError::TooLarge(s) => CodecError::TooLarge(s.clone()),
+            CodecError::Encode { what, message } => CodecError::Encode {
+                what,
+                message: message.clone(),
+            },
+        }),
+        BusError::Nats(s) => BusError::Nats(s.clone()),
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream;
 use hsync_bus::Bus;
-use hsync_client::{IndexClient, OperatorClient, PolicyClient};
+use hsync_client::batch::BatchConfig;
+use hsync_client::{BatchingPolicyClient, IndexClient, OperatorClient};
 use hsync_operators::{canonical_hash, kind_mismatch, Args};
 use hsync_protocol::job::{Job, JobResult, JobStatus, NodeReport, NodeStatus};
 use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
@@ -43,6 +44,23 @@ pub struct EngineConfig {
     /// Most nodes of one job running at once.
     #[arg(long = "max-parallel-nodes", env = "HSYNC_MAX_PARALLEL_NODES", default_value_t = 64)]
     pub max_parallel: usize,
+    /// Most policy queries in one message to the policy-evaluator: concurrent checks of
+    /// any nodes of any jobs travel together. 1 sends every query alone (batching off).
+    #[arg(
+        long = "policy-batch-max",
+        env = "HSYNC_POLICY_BATCH_MAX",
+        default_value_t = 100,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
+    )]
+    pub policy_batch_max: usize,
+    /// Longest wait of the first policy query of a message for others, in microseconds.
+    #[arg(
+        long = "policy-batch-window-us",
+        env = "HSYNC_POLICY_BATCH_WINDOW_US",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(0..=1_000_000)
+    )]
+    pub policy_batch_window_us: u64,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +72,8 @@ impl Default for EngineConfig {
             job_timeout_ms: 30_000,
             receipt_wait_ms: 15_000,
             max_parallel: 64,
+            policy_batch_max: 100,
+            policy_batch_window_us: 1_000,
         }
     }
 }
@@ -71,7 +91,7 @@ pub struct Engine {
     bus: Arc<Bus>,
     js: jetstream::Context,
     registry: Registry,
-    policy: PolicyClient,
+    policy: BatchingPolicyClient,
     operators: OperatorClient,
     index: IndexClient,
     cache: Cache<CacheKey, Value, ErrorReply>,
@@ -126,6 +146,7 @@ pub fn operation_id(job_id: &str, node_id: &str) -> String {
 }
 
 impl Engine {
+    /// Starts the policy batching task, so it must be called within a Tokio runtime.
     pub fn new(bus: Arc<Bus>, registry: Registry, cfg: EngineConfig) -> Self {
         let cache = Cache::new(cfg.cache_entries, cfg.cache_bytes, Value::approx_size);
         let cpu_threads = cfg
@@ -134,7 +155,13 @@ impl Engine {
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         Engine {
             js: bus.jetstream(),
-            policy: PolicyClient::new(bus.clone()),
+            policy: BatchingPolicyClient::new(
+                bus.clone(),
+                BatchConfig {
+                    max_items: cfg.policy_batch_max.max(1),
+                    window: Duration::from_micros(cfg.policy_batch_window_us),
+                },
+            ),
             operators: OperatorClient::new(bus.clone()),
             index: IndexClient::new(bus.clone()),
             bus,
@@ -149,6 +176,7 @@ impl Engine {
     /// Figures for `$SRV.STATS`.
     pub fn stats_json(&self) -> serde_json::Value {
         let c = self.cache.stats();
+        let p = self.policy.traffic();
         serde_json::json!({
             "jobs": self.counters.jobs.load(Ordering::Relaxed),
             "nodes": self.counters.nodes.load(Ordering::Relaxed),
@@ -160,6 +188,10 @@ impl Engine {
             "cache_hit_rate": c.hit_rate(),
             "cache_entries": c.entries,
             "cache_bytes": c.bytes,
+            "policy_batch_max": self.cfg.policy_batch_max,
+            "policy_batch_window_us": self.cfg.policy_batch_window_us,
+            "policy_messages": p.messages,
+            "policy_queries": p.queries,
         })
     }
 
@@ -534,17 +566,12 @@ impl Engine {
             capabilities: def.capabilities.clone(),
             context,
         };
-        let decision: PolicyDecision = self
-            .policy
-            .evaluate(vec![query])
-            .await
-            .map_err(|e| {
-                // Fail closed: no decision, no execution.
-                let r = e.to_reply();
-                ErrorReply::new(r.code, format!("policy check failed: {}", r.message)).at_node(node_id)
-            })?
-            .pop()
-            .ok_or_else(|| ErrorReply::new(ErrorCode::Internal, "empty policy reply"))?;
+        // Concurrent checks (of this job's other nodes and of other jobs) share a message.
+        let decision: PolicyDecision = self.policy.evaluate(query).await.map_err(|e| {
+            // Fail closed: no decision, no execution.
+            let r = e.to_reply();
+            ErrorReply::new(r.code, format!("policy check failed: {}", r.message)).at_node(node_id)
+        })?;
         decided_by.extend(decision.policies.iter().cloned());
         if decision.allowed {
             return Ok(());
@@ -687,5 +714,32 @@ mod tests {
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(operation_id("ab", "c"), operation_id("a", "bc"));
         assert_eq!(operation_id("j", "a").len(), 32);
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        engine: EngineConfig,
+    }
+
+    fn parse(args: &[&str]) -> Result<EngineConfig, clap::Error> {
+        use clap::Parser;
+        Flags::try_parse_from(std::iter::once("runner").chain(args.iter().copied())).map(|f| f.engine)
+    }
+
+    #[test]
+    fn policy_batching_flags() {
+        // Only the two policy flags are asserted: the others may come from the environment.
+        let d = EngineConfig::default();
+        assert_eq!((d.policy_batch_max, d.policy_batch_window_us), (100, 1_000));
+        let c = parse(&["--policy-batch-max", "1", "--policy-batch-window-us", "0"]).unwrap();
+        assert_eq!((c.policy_batch_max, c.policy_batch_window_us), (1, 0));
+        let c = parse(&["--policy-batch-max", "250", "--policy-batch-window-us", "5000"]).unwrap();
+        assert_eq!((c.policy_batch_max, c.policy_batch_window_us), (250, 5_000));
+        // Zero queries per message, more than the evaluator accepts, or a window over a
+        // second are refused at start-up.
+        assert!(parse(&["--policy-batch-max", "0"]).is_err());
+        assert!(parse(&["--policy-batch-max", "10001"]).is_err());
+        assert!(parse(&["--policy-batch-window-us", "1000001"]).is_err());
     }
 }

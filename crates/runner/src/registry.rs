@@ -35,8 +35,9 @@ impl Registry {
 
     pub async fn register(&self, def: &OperatorDef) -> anyhow::Result<()> {
         if let Some(kv) = &self.kv {
-            let (_, body) = self.codec.encode(def, hsync_protocol::Format::MsgPack)?;
-            kv.put(&def.id, body)
+            // Plain MessagePack: a KV value has no headers to mark compression.
+            let body = rmp_serde::to_vec_named(def)?;
+            kv.put(&def.id, body.into())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot register operator {}: {e}", def.id))?;
         }
