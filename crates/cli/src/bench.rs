@@ -92,6 +92,7 @@ fn cache_job(key: usize) -> Job {
         outputs: vec![],
         wait_receipts: false,
         timeout_ms: None,
+        keep_session: false,
     }
 }
 
@@ -115,6 +116,7 @@ fn batching_job(job: usize) -> Job {
         outputs: vec![],
         wait_receipts: false,
         timeout_ms: None,
+        keep_session: false,
     }
 }
 
@@ -141,6 +143,7 @@ fn wide_job(job: usize) -> Job {
         outputs: vec![],
         wait_receipts: false,
         timeout_ms: Some(120_000),
+        keep_session: false,
     }
 }
 
@@ -227,6 +230,8 @@ async fn cache_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &s
     let before = policy_traffic(&cluster).await?;
     let (elapsed, results) = drive(&client, keys[args.warmup..].iter().map(|&k| cache_job(k)), args.concurrency).await?;
     let after = policy_traffic(&cluster).await?;
+    // Close our connection before the cluster goes, instead of watching it drop.
+    cluster.bus.drain().await;
     Ok(with_traffic(figures("cache", variant, elapsed, &results), before, after))
 }
 
@@ -238,6 +243,8 @@ async fn batching_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     let measured = args.warmup..args.warmup + args.jobs;
     let (elapsed, results) = drive(&client, measured.map(batching_job), args.concurrency).await?;
     let after = policy_traffic(&cluster).await?;
+    // Close our connection before the cluster goes, instead of watching it drop.
+    cluster.bus.drain().await;
     Ok(with_traffic(figures("batching", variant, elapsed, &results), before, after))
 }
 
@@ -249,6 +256,8 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     let before = policy_traffic(&cluster).await?;
     let (elapsed, results) = drive(&client, (0..jobs).map(wide_job), 1).await?;
     let after = policy_traffic(&cluster).await?;
+    // Close our connection before the cluster goes, instead of watching it drop.
+    cluster.bus.drain().await;
     Ok(with_traffic(figures("parallel", variant, elapsed, &results), before, after))
 }
 
