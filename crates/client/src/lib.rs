@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use hsync_bus::{Bus, BusError};
 use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
-use hsync_protocol::job::{valid_id, Job, JobResult, MAX_ID_LEN};
+use hsync_protocol::job::{valid_id, ExtendJob, Job, JobResult, MAX_ID_LEN};
 use hsync_protocol::operator::{OperatorCall, OperatorOutput};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Receipt, VerifierKeys};
@@ -37,6 +37,14 @@ impl JobClient {
     pub async fn run(&self, job: &Job, timeout: Duration) -> Result<JobResult, BusError> {
         self.bus
             .request_timeout_after(self.bus.names().jobs_run(), job, timeout)
+            .await
+    }
+
+    /// Adds nodes to the session of a job run with `keep_session` and waits for the
+    /// result of the nodes this extension runs (`NOT_FOUND` when there is no session).
+    pub async fn extend(&self, req: &ExtendJob, timeout: Duration) -> Result<JobResult, BusError> {
+        self.bus
+            .request_timeout_after(self.bus.names().jobs_extend(), req, timeout)
             .await
     }
 

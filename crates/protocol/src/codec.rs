@@ -289,6 +289,7 @@ mod tests {
             outputs: vec![],
             wait_receipts: false,
             timeout_ms: None,
+            keep_session: false,
         }
     }
 

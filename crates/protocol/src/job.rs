@@ -43,6 +43,24 @@ pub struct Job {
     /// Deadline for the whole job, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Keep the job's nodes and outputs in the runner's memory as a session, so that
+    /// `hsync.jobs.extend` can add nodes to it later (idle sessions expire).
+    #[serde(default)]
+    pub keep_session: bool,
+}
+
+/// Adds nodes to the session of a job run with `keep_session` (`hsync.jobs.extend`).
+/// New node ids must be new; references may point to the job's earlier nodes or to new
+/// ones. Only the nodes the requested outputs need that have no output yet run; the reply
+/// is a JobResult whose node reports cover the nodes run by this request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExtendJob {
+    /// The job whose session is extended.
+    pub job_id: String,
+    pub nodes: Vec<Node>,
+    /// Node ids (old or new) whose outputs the result carries; empty means the new sinks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 /// One operator invocation.

@@ -70,6 +70,10 @@ impl Names {
     pub fn jobs_run(&self) -> String {
         self.subject("jobs.run")
     }
+    /// Request/reply: add nodes to a job session (a job run with `keep_session`).
+    pub fn jobs_extend(&self) -> String {
+        self.subject("jobs.extend")
+    }
     /// JetStream work queue: durable job submission.
     pub fn jobs_submit(&self) -> String {
         self.subject("jobs.submit")
@@ -154,6 +158,7 @@ impl Names {
     pub fn all_subjects(&self) -> Vec<(String, &'static str)> {
         vec![
             (self.jobs_run(), "request"),
+            (self.jobs_extend(), "request"),
             (self.jobs_submit(), "stream"),
             (self.jobs_result("{job_id}"), "publish"),
             (self.policy_evaluate(), "request"),

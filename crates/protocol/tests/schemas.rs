@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use async_nats::HeaderMap;
 use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
 use hsync_protocol::codec::headers;
-use hsync_protocol::job::{Job, JobResult, Node, NodeReport};
+use hsync_protocol::job::{ExtendJob, Job, JobResult, Node, NodeReport};
 use hsync_protocol::operator::{ArgSpec, OperatorCall, OperatorDef, OperatorOutput};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Checkpoint, Receipt, SignedBatch, VerifierKeys};
@@ -55,6 +55,7 @@ macro_rules! message_types {
 
 message_types! {
     "Job" => Job,
+    "ExtendJob" => ExtendJob,
     "Node" => Node,
     "Arg" => Arg,
     "Value" => Value,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hsync_operators::kind_mismatch;
-use hsync_protocol::job::Job;
+use hsync_protocol::job::{Job, Node};
 use hsync_protocol::operator::OperatorDef;
 use hsync_protocol::{Arg, ErrorCode, ErrorReply};
 
@@ -56,70 +56,9 @@ pub fn plan(job: &Job, defs: &[&OperatorDef]) -> Result<Plan, ErrorReply> {
         }
     }
 
-    let mut deps = vec![Vec::new(); job.nodes.len()];
+    let mut deps = Vec::with_capacity(job.nodes.len());
     for (i, node) in job.nodes.iter().enumerate() {
-        let def = defs[i];
-        let mut seen = BTreeSet::new();
-        for (name, arg) in &node.args {
-            let spec = def.args.iter().find(|s| &s.name == name);
-            if spec.is_none() && !def.args.is_empty() {
-                let known: Vec<&str> = def.args.iter().map(|s| s.name.as_str()).collect();
-                return Err(ErrorReply::new(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "node `{}`: operator `{}` has no argument `{name}` (it takes: {})",
-                        node.id,
-                        def.id,
-                        known.join(", ")
-                    ),
-                )
-                .at_node(&node.id)
-                .at_argument(name));
-            }
-            match arg {
-                Arg::Ref(r) => {
-                    let Some(&j) = index.get(r.node.as_str()) else {
-                        return Err(ErrorReply::new(
-                            ErrorCode::MissingReference,
-                            format!(
-                                "node `{}` argument `{name}` references `{}`, which is not a node of this job",
-                                node.id, r.node
-                            ),
-                        )
-                        .at_node(&node.id)
-                        .at_argument(name));
-                    };
-                    if seen.insert(j) {
-                        deps[i].push(j);
-                    }
-                }
-                Arg::Lit(v) => {
-                    if let Some(spec) = spec {
-                        if let Some(why) = kind_mismatch(spec.kind, v) {
-                            return Err(ErrorReply::new(
-                                ErrorCode::InvalidArgument,
-                                format!("node `{}` argument `{name}`: {why}", node.id),
-                            )
-                            .at_node(&node.id)
-                            .at_argument(name));
-                        }
-                    }
-                }
-            }
-        }
-        for spec in def.args.iter().filter(|s| s.required) {
-            if !node.args.contains_key(&spec.name) {
-                return Err(ErrorReply::new(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "node `{}`: operator `{}` needs argument `{}`",
-                        node.id, def.id, spec.name
-                    ),
-                )
-                .at_node(&node.id)
-                .at_argument(&spec.name));
-            }
-        }
+        deps.push(check_node(node, defs[i], |id| index.get(id).copied(), "not a node of this job")?);
     }
 
     let order = topological_order(job, &deps)?;
@@ -161,6 +100,78 @@ pub fn plan(job: &Job, defs: &[&OperatorDef]) -> Result<Plan, ErrorReply> {
         outputs,
         needed,
     })
+}
+
+/// Checks one node against its operator's argument specs: known argument names, literal
+/// kinds, required arguments, and references that `lookup` resolves to node indexes.
+/// Returns the node's dependencies (deduplicated, in argument order). `missing` ends the
+/// message of a dangling reference ("references `x`, which is <missing>").
+pub fn check_node(
+    node: &Node,
+    def: &OperatorDef,
+    lookup: impl Fn(&str) -> Option<usize>,
+    missing: &str,
+) -> Result<Vec<usize>, ErrorReply> {
+    let mut deps = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (name, arg) in &node.args {
+        let spec = def.args.iter().find(|s| &s.name == name);
+        if spec.is_none() && !def.args.is_empty() {
+            let known: Vec<&str> = def.args.iter().map(|s| s.name.as_str()).collect();
+            return Err(ErrorReply::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "node `{}`: operator `{}` has no argument `{name}` (it takes: {})",
+                    node.id,
+                    def.id,
+                    known.join(", ")
+                ),
+            )
+            .at_node(&node.id)
+            .at_argument(name));
+        }
+        match arg {
+            Arg::Ref(r) => {
+                let Some(j) = lookup(r.node.as_str()) else {
+                    return Err(ErrorReply::new(
+                        ErrorCode::MissingReference,
+                        format!(
+                            "node `{}` argument `{name}` references `{}`, which is {missing}",
+                            node.id, r.node
+                        ),
+                    )
+                    .at_node(&node.id)
+                    .at_argument(name));
+                };
+                if seen.insert(j) {
+                    deps.push(j);
+                }
+            }
+            Arg::Lit(v) => {
+                if let Some(spec) = spec {
+                    if let Some(why) = kind_mismatch(spec.kind, v) {
+                        return Err(ErrorReply::new(
+                            ErrorCode::InvalidArgument,
+                            format!("node `{}` argument `{name}`: {why}", node.id),
+                        )
+                        .at_node(&node.id)
+                        .at_argument(name));
+                    }
+                }
+            }
+        }
+    }
+    for spec in def.args.iter().filter(|s| s.required) {
+        if !node.args.contains_key(&spec.name) {
+            return Err(ErrorReply::new(
+                ErrorCode::InvalidArgument,
+                format!("node `{}`: operator `{}` needs argument `{}`", node.id, def.id, spec.name),
+            )
+            .at_node(&node.id)
+            .at_argument(&spec.name));
+        }
+    }
+    Ok(deps)
 }
 
 /// Kahn's algorithm; on a cycle, names the nodes on it.
@@ -217,7 +228,6 @@ fn topological_order(job: &Job, deps: &[Vec<usize>]) -> Result<Vec<usize>, Error
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hsync_protocol::job::Node;
     use hsync_protocol::Value;
 
     fn node(id: &str, op: &str, args: &[(&str, Arg)]) -> Node {
@@ -236,6 +246,7 @@ mod tests {
             outputs: vec![],
             wait_receipts: false,
             timeout_ms: None,
+            keep_session: false,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Runs one job: resolve → plan → schedule ready nodes in parallel → reply.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use hsync_bus::Bus;
 use hsync_client::batch::BatchConfig;
 use hsync_client::{BatchingPolicyClient, IndexClient, OperatorClient};
 use hsync_operators::{canonical_hash, kind_mismatch, Args};
-use hsync_protocol::job::{Job, JobResult, JobStatus, NodeReport, NodeStatus};
+use hsync_protocol::job::{ExtendJob, Job, JobResult, JobStatus, NodeReport, NodeStatus};
 use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
 use hsync_protocol::policy::{PolicyDecision, PolicyQuery, Stage};
 use hsync_protocol::record::{OperationRecord, Outcome};
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::dag;
 use crate::registry::Registry;
+use crate::session::{Session, SessionConfig, SessionStore};
 
 /// Engine settings (flags or environment).
 #[derive(clap::Args, Clone, Debug)]
@@ -61,6 +62,9 @@ pub struct EngineConfig {
         value_parser = clap::value_parser!(u64).range(0..=1_000_000)
     )]
     pub policy_batch_window_us: u64,
+    /// Job sessions (`keep_session`, `jobs.extend`).
+    #[command(flatten)]
+    pub sessions: SessionConfig,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             max_parallel: 64,
             policy_batch_max: 100,
             policy_batch_window_us: 1_000,
+            sessions: SessionConfig::default(),
         }
     }
 }
@@ -85,6 +90,7 @@ type CacheKey = (String, [u8; 32]);
 struct Counters {
     jobs: AtomicU64,
     nodes: AtomicU64,
+    extends: AtomicU64,
 }
 
 pub struct Engine {
@@ -100,6 +106,7 @@ pub struct Engine {
     cpu_slots: Arc<Semaphore>,
     cfg: EngineConfig,
     counters: Counters,
+    sessions: SessionStore,
 }
 
 enum NodeState {
@@ -168,6 +175,7 @@ impl Engine {
             registry,
             cache,
             cpu_slots: Arc::new(Semaphore::new(cpu_threads)),
+            sessions: SessionStore::new(cfg.sessions.clone()),
             cfg,
             counters: Counters::default(),
         }
@@ -192,6 +200,9 @@ impl Engine {
             "policy_batch_window_us": self.cfg.policy_batch_window_us,
             "policy_messages": p.messages,
             "policy_queries": p.queries,
+            "extends": self.counters.extends.load(Ordering::Relaxed),
+            "sessions": self.sessions.len(),
+            "session_evictions": self.sessions.evictions(),
         })
     }
 
@@ -224,7 +235,57 @@ impl Engine {
         }
         let def_refs: Vec<&OperatorDef> = defs.iter().map(|d| d.as_ref()).collect();
         let plan = dag::plan(&job, &def_refs)?;
+        let known = vec![None; job.nodes.len()];
+        let (result, produced) = self.execute_plan(&job, &defs, &plan, &known, started).await?;
+        if job.keep_session {
+            let job_id = job.job_id.clone();
+            let session = Session::new(job, defs, plan.deps, produced)?;
+            self.sessions.insert(&job_id, session);
+        }
+        Ok(result)
+    }
 
+    /// Adds nodes to the session of a job run with `keep_session` and runs the ones the
+    /// requested outputs need that have no output yet. Validation errors leave the
+    /// session unchanged and run nothing.
+    pub async fn extend(self: &Arc<Self>, req: ExtendJob) -> Result<JobResult, ErrorReply> {
+        let started = Instant::now();
+        self.counters.extends.fetch_add(1, Ordering::Relaxed);
+        tracing::Span::current().record("hsync.job_id", req.job_id.as_str());
+        let handle = self.sessions.get(&req.job_id).ok_or_else(|| {
+            ErrorReply::new(
+                ErrorCode::NotFound,
+                format!("no session for job {}: run it with keep_session", req.job_id),
+            )
+        })?;
+        // Extensions of one session run one at a time.
+        let mut session = handle.lock().await;
+        let mut defs: Vec<Arc<OperatorDef>> = Vec::with_capacity(req.nodes.len());
+        for node in &req.nodes {
+            defs.push(self.registry.resolve(&node.op).await.map_err(|e| {
+                let msg = format!("node `{}`: {}", node.id, e.message);
+                ErrorReply { message: msg, ..e }.at_node(&node.id)
+            })?);
+        }
+        let plan = session.extend(req.nodes, defs, req.outputs)?;
+        let (result, produced) = self
+            .execute_plan(session.job(), session.defs(), &plan, session.outputs(), started)
+            .await?;
+        session.record(produced);
+        Ok(result)
+    }
+
+    /// Runs the nodes of `plan` (its `order`, which holds no node with a `known` output)
+    /// and replies for `plan.outputs`; `known[i]` is the output of node `i` when an
+    /// earlier run produced it. Returns the result and the outputs this run produced.
+    async fn execute_plan(
+        self: &Arc<Self>,
+        job: &Job,
+        defs: &[Arc<OperatorDef>],
+        plan: &dag::Plan,
+        known: &[Option<Value>],
+        started: Instant,
+    ) -> Result<(JobResult, Vec<Option<Value>>), ErrorReply> {
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(job.timeout_ms.unwrap_or(self.cfg.job_timeout_ms).max(1));
         let ctx = Arc::new(JobCtx {
@@ -234,16 +295,31 @@ impl Engine {
         });
 
         let n = job.nodes.len();
-        let mut state: Vec<NodeState> = (0..n).map(|_| NodeState::Pending).collect();
+        let mut state: Vec<NodeState> = known
+            .iter()
+            .map(|k| match k {
+                Some(v) => NodeState::Done(v.clone()),
+                None => NodeState::Pending,
+            })
+            .collect();
         let mut reports: Vec<Option<NodeReport>> = vec![None; n];
-        let mut waiting: Vec<usize> = plan.deps.iter().map(Vec::len).collect();
+        let mut waiting: Vec<usize> = plan
+            .deps
+            .iter()
+            .map(|ds| ds.iter().filter(|&&d| known[d].is_none()).count())
+            .collect();
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, ds) in plan.deps.iter().enumerate() {
             for &d in ds {
                 dependents[d].push(i);
             }
         }
-        let mut ready: VecDeque<usize> = plan.order.iter().copied().filter(|&i| waiting[i] == 0).collect();
+        let mut ready: VecDeque<usize> = plan
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| waiting[i] == 0 && matches!(state[i], NodeState::Pending))
+            .collect();
         let mut running: JoinSet<(usize, NodeOutcome)> = JoinSet::new();
         let max_parallel = self.cfg.max_parallel.max(1);
 
@@ -252,7 +328,7 @@ impl Engine {
                 let Some(i) = ready.pop_front() else { break };
                 state[i] = NodeState::Running;
                 let node = &job.nodes[i];
-                match resolve_args(&job, i, &state, &defs[i]) {
+                match resolve_args(job, i, &state, &defs[i]) {
                     Ok(args) => {
                         let engine = self.clone();
                         let ctx = ctx.clone();
@@ -282,7 +358,7 @@ impl Engine {
                             decided_by: vec![],
                             error: Some(err),
                         };
-                        self.finish(i, NodeOutcome { report, output: None }, &job, &plan, &mut state, &mut reports, &mut waiting, &dependents, &mut ready);
+                        self.finish(i, NodeOutcome { report, output: None }, job, plan, &mut state, &mut reports, &mut waiting, &dependents, &mut ready);
                     }
                 }
             }
@@ -291,7 +367,7 @@ impl Engine {
             }
             match tokio::time::timeout_at(deadline, running.join_next()).await {
                 Ok(Some(Ok((i, outcome)))) => {
-                    self.finish(i, outcome, &job, &plan, &mut state, &mut reports, &mut waiting, &dependents, &mut ready);
+                    self.finish(i, outcome, job, plan, &mut state, &mut reports, &mut waiting, &dependents, &mut ready);
                 }
                 Ok(Some(Err(join_error))) => {
                     // A panic inside an operator task is a bug; fail the job, keep serving.
@@ -320,9 +396,17 @@ impl Engine {
             }
         }
 
+        let wanted: HashSet<&str> = plan.outputs.iter().map(String::as_str).collect();
+        let index: HashMap<&str, usize> = job
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| wanted.contains(n.id.as_str()))
+            .map(|(i, n)| (n.id.as_str(), i))
+            .collect();
         let mut outputs = BTreeMap::new();
         for o in &plan.outputs {
-            if let Some(i) = job.nodes.iter().position(|n| &n.id == o) {
+            if let Some(&i) = index.get(o.as_str()) {
                 if let NodeState::Done(v) = &state[i] {
                     outputs.insert(o.clone(), v.clone());
                 }
@@ -356,7 +440,16 @@ impl Engine {
             self.attach_receipts(&mut result).await;
         }
         result.elapsed_us = started.elapsed().as_micros() as u64;
-        Ok(result)
+        // What this run produced, for a session to keep.
+        let produced = state
+            .into_iter()
+            .zip(known)
+            .map(|(st, k)| match st {
+                NodeState::Done(v) if k.is_none() => Some(v),
+                _ => None,
+            })
+            .collect();
+        Ok((result, produced))
     }
 
     /// Records a finished node and releases (or stops) its dependents.

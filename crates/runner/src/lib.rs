@@ -9,6 +9,7 @@ pub mod dag;
 pub mod engine;
 pub mod incremental;
 pub mod registry;
+pub mod session;
 
 pub use engine::{Engine, EngineConfig};
 pub use registry::Registry;
