@@ -10,7 +10,7 @@ use hsync_bus::Bus;
 use hsync_client::batch::BatchConfig;
 use hsync_client::{BatchingPolicyClient, IndexClient, OperatorClient};
 use hsync_operators::{canonical_hash, kind_mismatch, Args};
-use hsync_protocol::job::{ExtendJob, Job, JobResult, JobStatus, NodeReport, NodeStatus};
+use hsync_protocol::job::{ExtendJob, Job, JobResult, JobStatus, Node, NodeReport, NodeStatus};
 use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
 use hsync_protocol::policy::{PolicyDecision, PolicyQuery, Stage};
 use hsync_protocol::record::{OperationRecord, Outcome};
@@ -226,13 +226,7 @@ impl Engine {
         }
         tracing::Span::current().record("hsync.job_id", job.job_id.as_str());
 
-        let mut defs: Vec<Arc<OperatorDef>> = Vec::with_capacity(job.nodes.len());
-        for node in &job.nodes {
-            defs.push(self.registry.resolve(&node.op).await.map_err(|e| {
-                let msg = format!("node `{}`: {}", node.id, e.message);
-                ErrorReply { message: msg, ..e }.at_node(&node.id)
-            })?);
-        }
+        let defs = self.resolve_defs(&job.nodes).await?;
         let def_refs: Vec<&OperatorDef> = defs.iter().map(|d| d.as_ref()).collect();
         let plan = dag::plan(&job, &def_refs)?;
         let known = vec![None; job.nodes.len()];
@@ -260,19 +254,26 @@ impl Engine {
         })?;
         // Extensions of one session run one at a time.
         let mut session = handle.lock().await;
-        let mut defs: Vec<Arc<OperatorDef>> = Vec::with_capacity(req.nodes.len());
-        for node in &req.nodes {
-            defs.push(self.registry.resolve(&node.op).await.map_err(|e| {
-                let msg = format!("node `{}`: {}", node.id, e.message);
-                ErrorReply { message: msg, ..e }.at_node(&node.id)
-            })?);
-        }
+        let defs = self.resolve_defs(&req.nodes).await?;
         let plan = session.extend(req.nodes, defs, req.outputs)?;
         let (result, produced) = self
             .execute_plan(session.job(), session.defs(), &plan, session.outputs(), started)
             .await?;
         session.record(produced);
         Ok(result)
+    }
+
+    /// The operator definitions of `nodes`, loading those not seen yet (lazy loading); an
+    /// unknown operator is an error naming its node.
+    async fn resolve_defs(&self, nodes: &[Node]) -> Result<Vec<Arc<OperatorDef>>, ErrorReply> {
+        let mut defs = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            defs.push(self.registry.resolve(&node.op).await.map_err(|e| {
+                let msg = format!("node `{}`: {}", node.id, e.message);
+                ErrorReply { message: msg, ..e }.at_node(&node.id)
+            })?);
+        }
+        Ok(defs)
     }
 
     /// Runs the nodes of `plan` (its `order`, which holds no node with a `known` output)
