@@ -325,19 +325,6 @@ async fn every_service_answers_nats_micro_discovery() {
     }
 }
 
-/// The runner's `$SRV.STATS` figures (the data of its endpoint).
-async fn runner_stats(c: &Cluster) -> serde_json::Value {
-    let stats = hsync_client::discovery::collect(
-        c.bus.primary(),
-        "STATS",
-        hsync_protocol::names::services::OPERATOR_RUNNER,
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
-    stats[0]["endpoints"][0]["data"].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_jobs_run_once_and_keep_their_result() {
     let c = Cluster::start().await.expect("cluster starts");
@@ -361,7 +348,7 @@ async fn durable_jobs_run_once_and_keep_their_result() {
     let direct = run(&c, &demo_job()).await.unwrap();
     assert_eq!(stored.outputs, direct.outputs);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(runner_stats(&c).await["jobs"], 2, "one durable run plus one direct run");
+    assert_eq!(c.runner_stats().await.unwrap()["jobs"], 2, "one durable run plus one direct run");
 
     // An invalid durable job gets a stored `rejected` result naming what was wrong.
     let bad = job(serde_json::json!({

@@ -21,16 +21,9 @@ fn extension(job_id: &str, outputs: &[&str], nodes: serde_json::Value) -> Extend
 
 /// The runner's `$SRV.STATS` figures (the data of its endpoints).
 async fn runner_nodes(c: &Cluster) -> u64 {
-    let stats = hsync_client::discovery::collect(
-        c.bus.primary(),
-        "STATS",
-        hsync_protocol::names::services::OPERATOR_RUNNER,
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
-    assert_eq!(stats.len(), 1, "one runner");
-    stats[0]["endpoints"][0]["data"]["nodes"].as_u64().expect("a nodes counter")
+    c.runner_stats().await.expect("one runner answers")["nodes"]
+        .as_u64()
+        .expect("a nodes counter")
 }
 
 fn ran(r: &JobResult) -> Vec<&str> {

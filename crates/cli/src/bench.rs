@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use hsync_client::{discovery, JobClient};
+use hsync_client::JobClient;
 use hsync_protocol::job::{Job, JobResult, JobStatus, Node};
-use hsync_protocol::names::services;
 use hsync_protocol::{Arg, Tensor, Value};
 use hsync_cache::zipf::{Rng, Zipf};
 use hsync_testkit::cluster::Cluster;
@@ -73,6 +72,19 @@ struct Figures {
 pub const DISTINCT_INPUTS: usize = 100_000;
 pub const CACHE_ENTRIES: usize = 10_000;
 
+/// A job of the benchmark's submitter; a fresh job id is assigned per run.
+fn bench_job(nodes: Vec<Node>, timeout_ms: Option<u64>) -> Job {
+    Job {
+        job_id: String::new(),
+        submitter: "bench".into(),
+        nodes,
+        outputs: vec![],
+        wait_receipts: false,
+        timeout_ms,
+        keep_session: false,
+    }
+}
+
 /// A one-node job whose input is determined by `key`: a 16×16 matrix product.
 fn cache_job(key: usize) -> Job {
     let a: Vec<f64> = (0..256).map(|i| key as f64 * 1e-3 + ((i * 31) % 97) as f64 / 7.0).collect();
@@ -81,19 +93,12 @@ fn cache_job(key: usize) -> Job {
         ("a".to_string(), Arg::Lit(Value::Tensor(Tensor::matrix(16, 16, a).expect("16x16")))),
         ("b".to_string(), Arg::Lit(Value::Tensor(Tensor::matrix(16, 16, b).expect("16x16")))),
     ]);
-    Job {
-        job_id: String::new(),
-        submitter: "bench".into(),
-        nodes: vec![Node {
-            id: "m".into(),
-            op: "mat.matmul".into(),
-            args,
-        }],
-        outputs: vec![],
-        wait_receipts: false,
-        timeout_ms: None,
-        keep_session: false,
-    }
+    let node = Node {
+        id: "m".into(),
+        op: "mat.matmul".into(),
+        args,
+    };
+    bench_job(vec![node], None)
 }
 
 /// 8 independent vector norms of distinct literal vectors: cheap nodes, so the policy
@@ -109,15 +114,7 @@ fn batching_job(job: usize) -> Job {
             }
         })
         .collect();
-    Job {
-        job_id: String::new(),
-        submitter: "bench".into(),
-        nodes,
-        outputs: vec![],
-        wait_receipts: false,
-        timeout_ms: None,
-        keep_session: false,
-    }
+    bench_job(nodes, None)
 }
 
 /// 64 independent 96×96 matrix products (distinct per job, so nothing is cached).
@@ -136,15 +133,7 @@ fn wide_job(job: usize) -> Job {
             }
         })
         .collect();
-    Job {
-        job_id: String::new(),
-        submitter: "bench".into(),
-        nodes,
-        outputs: vec![],
-        wait_receipts: false,
-        timeout_ms: Some(120_000),
-        keep_session: false,
-    }
+    bench_job(nodes, Some(120_000))
 }
 
 async fn drive(
@@ -192,17 +181,7 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
 
 /// The runner's policy traffic so far, from its `$SRV.STATS`: (messages, queries).
 async fn policy_traffic(cluster: &Cluster) -> anyhow::Result<(u64, u64)> {
-    let stats = discovery::collect(
-        cluster.bus.primary(),
-        "STATS",
-        services::OPERATOR_RUNNER,
-        Duration::from_millis(300),
-    )
-    .await?;
-    let data = stats
-        .first()
-        .map(|s| &s["endpoints"][0]["data"])
-        .ok_or_else(|| anyhow::anyhow!("the operator-runner did not answer $SRV.STATS"))?;
+    let data = cluster.runner_stats().await?;
     let field = |name: &str| {
         data[name]
             .as_u64()

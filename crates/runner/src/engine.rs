@@ -547,7 +547,7 @@ impl Engine {
         let qualified = def.qualified_id();
 
         let result = self
-            .execute_with_policies(ctx, node_id, def, &args, &mut decided_by)
+            .execute_with_policies(ctx, node_id, def, &args, inputs_hash, &mut decided_by)
             .await;
         let (status, outcome, output, error, cached) = match result {
             Ok((v, cached)) => (
@@ -609,20 +609,23 @@ impl Engine {
         }
     }
 
-    /// Pre-condition → cache or execution → post-condition.
+    /// Pre-condition → cache or execution → post-condition. `inputs_hash` is the
+    /// canonical hash of `args`, computed once for the record and the cache key.
+    #[allow(clippy::too_many_arguments)]
     async fn execute_with_policies(
         &self,
         ctx: &JobCtx,
         node_id: &str,
         def: &OperatorDef,
         args: &Args,
+        inputs_hash: [u8; 32],
         decided_by: &mut Vec<String>,
     ) -> Result<(Value, bool), ErrorReply> {
         let mut context = step_context(ctx, node_id, args);
         self.check_policy(ctx, def, Stage::Pre, context.clone(), decided_by, node_id).await?;
 
         let (output, hit) = if def.deterministic && def.cacheable {
-            let key = (def.qualified_id(), canonical_hash(args));
+            let key = (def.qualified_id(), inputs_hash);
             let (v, source) = self
                 .cache
                 .get_or_compute(key, || self.execute(ctx, node_id, def, args))

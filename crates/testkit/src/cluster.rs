@@ -95,6 +95,20 @@ impl Cluster {
         Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
     }
 
+    /// The operator-runner's `$SRV.STATS` figures (the data of its endpoints); an error
+    /// unless exactly one runner answers.
+    pub async fn runner_stats(&self) -> anyhow::Result<serde_json::Value> {
+        let stats = hsync_client::discovery::collect(
+            self.bus.primary(),
+            "STATS",
+            services::OPERATOR_RUNNER,
+            Duration::from_millis(500),
+        )
+        .await?;
+        anyhow::ensure!(stats.len() == 1, "{} operator-runners answered $SRV.STATS, expected one", stats.len());
+        Ok(stats[0]["endpoints"][0]["data"].clone())
+    }
+
     /// SIGKILL one service (no chance to drain or flush): a crash.
     pub fn kill(&mut self, name: &str) {
         if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
