@@ -21,6 +21,7 @@ fn sum_of_squares_def(subject: &str) -> OperatorDef {
         cacheable: true,
         provider: Provider::Nats {
             subject: subject.into(),
+            batch_subject: None,
         },
         args: vec![ArgSpec {
             name: "v".into(),

@@ -44,8 +44,8 @@ enum Scenario {
     Cache,
     /// A wide DAG of 64 independent CPU-heavy nodes: parallel vs sequential.
     Parallel,
-    /// Jobs of 8 cheap independent nodes: policy queries batched (up to 100 per message,
-    /// 1 ms window) vs one message per query.
+    /// Jobs of 8 cheap built-in nodes and 4 remote geometry calls: policy queries and
+    /// operator calls batched (up to 100 per message, 1 ms window) vs one message each.
     Batching,
     All,
 }
@@ -67,6 +67,10 @@ struct Figures {
     policy_messages_per_job: f64,
     /// Policy queries carried per request.
     policy_queries_per_message: f64,
+    /// Requests from the runner to remote operator providers per measured job.
+    operator_messages_per_job: f64,
+    /// Operator calls carried per request.
+    operator_calls_per_message: f64,
 }
 
 pub const DISTINCT_INPUTS: usize = 100_000;
@@ -101,10 +105,11 @@ fn cache_job(key: usize) -> Job {
     bench_job(vec![node], None)
 }
 
-/// 8 independent vector norms of distinct literal vectors: cheap nodes, so the policy
-/// round trips (pre and post per node) dominate.
+/// 8 independent vector norms and 4 Poincaré distances (served by the geometry-cache) of
+/// distinct literal inputs: cheap nodes, so the round trips (pre and post policy checks per
+/// node, and the remote calls) dominate.
 fn batching_job(job: usize) -> Job {
-    let nodes = (0..8)
+    let mut nodes: Vec<Node> = (0..8)
         .map(|n| {
             let v: Vec<f64> = (0..16).map(|i| (job * 8 + n) as f64 + i as f64 * 0.25).collect();
             Node {
@@ -114,6 +119,18 @@ fn batching_job(job: usize) -> Job {
             }
         })
         .collect();
+    nodes.extend((0..4).map(|n| {
+        // Distinct per job and node, inside the unit ball.
+        let y = ((job * 4 + n) % 1_000_003) as f64 / 1_000_003.0 * 0.9;
+        Node {
+            id: format!("g{n}"),
+            op: "geo.poincare.distance".into(),
+            args: BTreeMap::from([
+                ("x".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(vec![0.1, -0.2])))),
+                ("y".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(vec![y, 0.05])))),
+            ]),
+        }
+    }));
     bench_job(nodes, None)
 }
 
@@ -176,26 +193,42 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         failed_jobs: results.iter().filter(|(_, r)| r.status != JobStatus::Succeeded).count(),
         policy_messages_per_job: 0.0,
         policy_queries_per_message: 0.0,
+        operator_messages_per_job: 0.0,
+        operator_calls_per_message: 0.0,
     }
 }
 
-/// The runner's policy traffic so far, from its `$SRV.STATS`: (messages, queries).
-async fn policy_traffic(cluster: &Cluster) -> anyhow::Result<(u64, u64)> {
+/// The runner's traffic so far, from its `$SRV.STATS`: messages and items sent to the
+/// policy-evaluator, and to operator providers.
+#[derive(Clone, Copy)]
+struct Traffic {
+    policy: (u64, u64),
+    operators: (u64, u64),
+}
+
+async fn runner_traffic(cluster: &Cluster) -> anyhow::Result<Traffic> {
     let data = cluster.runner_stats().await?;
     let field = |name: &str| {
         data[name]
             .as_u64()
             .ok_or_else(|| anyhow::anyhow!("the operator-runner's stats have no `{name}`: {data}"))
     };
-    Ok((field("policy_messages")?, field("policy_queries")?))
+    Ok(Traffic {
+        policy: (field("policy_messages")?, field("policy_queries")?),
+        operators: (field("operator_messages")?, field("operator_calls")?),
+    })
 }
 
-/// Fills in the policy traffic between two `policy_traffic` readings.
-fn with_traffic(mut f: Figures, before: (u64, u64), after: (u64, u64)) -> Figures {
-    let messages = after.0.saturating_sub(before.0) as f64;
-    let queries = after.1.saturating_sub(before.1) as f64;
-    f.policy_messages_per_job = messages / f.jobs.max(1) as f64;
-    f.policy_queries_per_message = if messages > 0.0 { queries / messages } else { 0.0 };
+/// Fills in the traffic between two `runner_traffic` readings.
+fn with_traffic(mut f: Figures, before: Traffic, after: Traffic) -> Figures {
+    // (messages per job, items per message)
+    let rates = |b: (u64, u64), a: (u64, u64)| {
+        let messages = a.0.saturating_sub(b.0) as f64;
+        let items = a.1.saturating_sub(b.1) as f64;
+        (messages / f.jobs.max(1) as f64, if messages > 0.0 { items / messages } else { 0.0 })
+    };
+    (f.policy_messages_per_job, f.policy_queries_per_message) = rates(before.policy, after.policy);
+    (f.operator_messages_per_job, f.operator_calls_per_message) = rates(before.operators, after.operators);
     f
 }
 
@@ -206,9 +239,9 @@ async fn cache_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &s
     let mut rng = Rng::new(args.seed);
     let keys: Vec<usize> = (0..args.warmup + args.jobs).map(|_| zipf.sample(&mut rng)).collect();
     drive(&client, keys[..args.warmup].iter().map(|&k| cache_job(k)), args.concurrency).await?;
-    let before = policy_traffic(&cluster).await?;
+    let before = runner_traffic(&cluster).await?;
     let (elapsed, results) = drive(&client, keys[args.warmup..].iter().map(|&k| cache_job(k)), args.concurrency).await?;
-    let after = policy_traffic(&cluster).await?;
+    let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
     Ok(with_traffic(figures("cache", variant, elapsed, &results), before, after))
@@ -218,10 +251,10 @@ async fn batching_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     let cluster = Cluster::start_with(env).await?;
     let client = JobClient::new(cluster.bus.clone());
     drive(&client, (0..args.warmup).map(batching_job), args.concurrency).await?;
-    let before = policy_traffic(&cluster).await?;
+    let before = runner_traffic(&cluster).await?;
     let measured = args.warmup..args.warmup + args.jobs;
     let (elapsed, results) = drive(&client, measured.map(batching_job), args.concurrency).await?;
-    let after = policy_traffic(&cluster).await?;
+    let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
     Ok(with_traffic(figures("batching", variant, elapsed, &results), before, after))
@@ -232,9 +265,9 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     let client = JobClient::new(cluster.bus.clone());
     // Few, large jobs: one at a time, so the comparison is about parallelism inside a job.
     let jobs = (args.jobs / 1000).clamp(3, 50);
-    let before = policy_traffic(&cluster).await?;
+    let before = runner_traffic(&cluster).await?;
     let (elapsed, results) = drive(&client, (0..jobs).map(wide_job), 1).await?;
-    let after = policy_traffic(&cluster).await?;
+    let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
     Ok(with_traffic(figures("parallel", variant, elapsed, &results), before, after))
@@ -242,12 +275,12 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
 
 fn print_table(rows: &[Figures]) {
     println!(
-        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>9}",
-        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed", "msgs/job"
+        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11} {:>9}",
+        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed", "policy m/j", "op m/j"
     );
     for f in rows {
         println!(
-            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7} {:>9.2}",
+            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7} {:>11.2} {:>9.2}",
             f.scenario,
             f.variant,
             f.jobs,
@@ -257,7 +290,8 @@ fn print_table(rows: &[Figures]) {
             f.p99_ms,
             f.hit_rate * 100.0,
             f.failed_jobs,
-            f.policy_messages_per_job
+            f.policy_messages_per_job,
+            f.operator_messages_per_job
         );
     }
 }
@@ -278,7 +312,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     if matches!(args.scenario, Scenario::Batching | Scenario::All) {
         let on = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
         rows.push(batching_variant(&args, "batch on", &on).await?);
-        let off = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_POLICY_BATCH_MAX", "1")];
+        let off = [
+            ("HSYNC_RESULT_CACHE_ENTRIES", "0"),
+            ("HSYNC_POLICY_BATCH_MAX", "1"),
+            ("HSYNC_OPERATOR_BATCH_MAX", "1"),
+        ];
         rows.push(batching_variant(&args, "batch off", &off).await?);
     }
     print_table(&rows);
@@ -300,7 +338,7 @@ mod tests {
         assert_eq!(batching_job(3), batching_job(3));
         assert_ne!(batching_job(3), batching_job(4));
         let nodes = batching_job(3).nodes;
-        assert_eq!(nodes.len(), 8);
+        assert_eq!(nodes.len(), 12);
         // Distinct inputs inside a job too, so no node is another's duplicate.
         for (i, a) in nodes.iter().enumerate() {
             assert!(nodes[i + 1..].iter().all(|b| b.args != a.args));

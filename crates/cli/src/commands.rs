@@ -140,7 +140,8 @@ pub async fn operators_list(cfg: &BusConfig, json: bool) -> anyhow::Result<ExitC
     for d in &defs {
         let provider = match &d.provider {
             Provider::Builtin => "built-in".to_string(),
-            Provider::Nats { subject } => format!("nats {subject}"),
+            Provider::Nats { subject, batch_subject: None } => format!("nats {subject}"),
+            Provider::Nats { subject, batch_subject: Some(_) } => format!("nats {subject} (batched)"),
         };
         println!("{:<26} {:<8} {:<34} {}", d.id, d.version, provider, d.capabilities.join(","));
     }

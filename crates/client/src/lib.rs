@@ -7,6 +7,9 @@
 pub mod registry;
 
 pub mod batch;
+pub mod operators;
+
+pub use operators::{BatchingOperatorClient, OperatorClient, OperatorTraffic};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +18,6 @@ use std::time::Duration;
 use hsync_bus::{Bus, BusError};
 use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
 use hsync_protocol::job::{valid_id, ExtendJob, Job, JobResult, MAX_ID_LEN};
-use hsync_protocol::operator::{OperatorCall, OperatorOutput};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Receipt, VerifierKeys};
 use hsync_protocol::{CodecError, ErrorCode, ErrorReply};
@@ -232,7 +234,7 @@ impl TrafficCounters {
 }
 
 /// `BusError` is not `Clone` (its codec error is not); a batch's error goes to each caller.
-fn clone_bus_error(e: &BusError) -> BusError {
+pub(crate) fn clone_bus_error(e: &BusError) -> BusError {
     match e {
         BusError::Remote(r) => BusError::Remote(r.clone()),
         BusError::Timeout { subject, millis } => BusError::Timeout {
@@ -252,22 +254,6 @@ fn clone_bus_error(e: &BusError) -> BusError {
             },
         }),
         BusError::Nats(s) => BusError::Nats(s.clone()),
-    }
-}
-
-/// Calls remote operator providers on `hsync.op.<operator>` or a given subject.
-#[derive(Clone)]
-pub struct OperatorClient {
-    bus: Arc<Bus>,
-}
-
-impl OperatorClient {
-    pub fn new(bus: Arc<Bus>) -> Self {
-        OperatorClient { bus }
-    }
-
-    pub async fn call(&self, subject: String, call: &OperatorCall) -> Result<OperatorOutput, BusError> {
-        self.bus.request(subject, call).await
     }
 }
 

@@ -21,6 +21,13 @@ pub fn valid_operator_id(id: &str) -> bool {
         })
 }
 
+/// A subject a provider can be reached on: no wildcards, no empty tokens, no spaces.
+fn concrete_subject(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 256
+        && s.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace))
+}
+
 fn invalid(msg: String) -> BusError {
     BusError::Remote(ErrorReply::new(ErrorCode::InvalidArgument, msg))
 }
@@ -100,12 +107,11 @@ impl OperatorRegistry {
                     def.id
                 )))
             }
-            Provider::Nats { subject } => {
-                let ok = !subject.is_empty()
-                    && subject.len() <= 256
-                    && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace));
-                if !ok {
-                    return Err(invalid(format!("operator {}: {subject:?} is not a concrete NATS subject", def.id)));
+            Provider::Nats { subject, batch_subject } => {
+                for s in std::iter::once(subject).chain(batch_subject) {
+                    if !concrete_subject(s) {
+                        return Err(invalid(format!("operator {}: {s:?} is not a concrete NATS subject", def.id)));
+                    }
                 }
             }
         }

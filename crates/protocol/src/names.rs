@@ -96,6 +96,12 @@ impl Names {
     pub fn operator(&self, operator_id: &str) -> String {
         self.subject(&format!("op.{operator_id}"))
     }
+    /// Subject where a provider answers batches of calls (`OperatorBatch`) to one operator,
+    /// e.g. `hsync.opbatch.geo.poincare.distance`. Not under `op.`, so that no operator id
+    /// can collide with it.
+    pub fn operator_batch(&self, operator_id: &str) -> String {
+        self.subject(&format!("opbatch.{operator_id}"))
+    }
 
     // --- records and receipts ---
     pub fn ops_records(&self) -> String {
@@ -163,6 +169,7 @@ impl Names {
             (self.jobs_result("{job_id}"), "publish"),
             (self.policy_evaluate(), "request"),
             (self.operator("{operator}"), "request"),
+            (self.operator_batch("{operator}"), "request"),
             (self.ops_records(), "stream"),
             (self.receipts_batches(), "stream"),
             (self.receipts_keys(), "request"),
@@ -182,6 +189,7 @@ mod tests {
         let n = Names::default();
         assert_eq!(n.jobs_run(), "hsync.jobs.run");
         assert_eq!(n.operator("geo.geodesic"), "hsync.op.geo.geodesic");
+        assert_eq!(n.operator_batch("geo.geodesic"), "hsync.opbatch.geo.geodesic");
         assert_eq!(n.stream_records(), "HSYNC_RECORDS");
         assert_eq!(n.bucket_policies(), "hsync_policies");
     }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorReply;
 use crate::value::Value;
 
 /// Who executes an operator.
@@ -12,8 +13,14 @@ use crate::value::Value;
 pub enum Provider {
     /// Compiled into the runner.
     Builtin,
-    /// Served over NATS request/reply on `subject`.
-    Nats { subject: String },
+    /// Served over NATS request/reply on `subject`. A provider that also answers
+    /// [`OperatorBatch`]es on `batch_subject` gets concurrent calls coalesced into one
+    /// message there.
+    Nats {
+        subject: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_subject: Option<String>,
+    },
 }
 
 /// The expected kind of an argument, checked before execution.
@@ -90,6 +97,65 @@ pub struct OperatorCall {
     pub job_id: String,
     #[serde(default)]
     pub node_id: String,
+}
+
+/// Most calls one [`OperatorBatch`] may carry; providers refuse larger batches.
+pub const MAX_OPERATOR_BATCH: usize = 10_000;
+
+/// Many calls to one operator in one message, sent to the provider's `batch_subject`.
+/// Answered by an [`OperatorBatchReply`] with one result per call, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorBatch {
+    pub calls: Vec<OperatorCall>,
+}
+
+/// The answers to an [`OperatorBatch`], in the order of its calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorBatchReply {
+    pub results: Vec<OperatorResult>,
+}
+
+/// One call's answer inside a batch: its output, or the error of that call alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub cached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReply>,
+}
+
+impl OperatorResult {
+    pub fn from_result(r: Result<OperatorOutput, ErrorReply>) -> Self {
+        match r {
+            Ok(o) => OperatorResult {
+                output: Some(o.output),
+                cached: o.cached,
+                error: None,
+            },
+            Err(e) => OperatorResult {
+                output: None,
+                cached: false,
+                error: Some(e),
+            },
+        }
+    }
+
+    /// A result with neither output nor error is a provider's fault, reported as such.
+    pub fn into_result(self) -> Result<OperatorOutput, ErrorReply> {
+        match (self.error, self.output) {
+            (Some(e), _) => Err(e),
+            (None, Some(output)) => Ok(OperatorOutput {
+                output,
+                cached: self.cached,
+            }),
+            (None, None) => Err(ErrorReply::new(
+                crate::ErrorCode::OperatorFailed,
+                "the provider's batch answer has neither an output nor an error",
+            )),
+        }
+    }
 }
 
 /// A provider's answer.

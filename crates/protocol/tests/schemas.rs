@@ -20,7 +20,7 @@ use async_nats::HeaderMap;
 use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
 use hsync_protocol::codec::headers;
 use hsync_protocol::job::{ExtendJob, Job, JobResult, Node, NodeReport};
-use hsync_protocol::operator::{ArgSpec, OperatorCall, OperatorDef, OperatorOutput};
+use hsync_protocol::operator::{ArgSpec, OperatorBatch, OperatorBatchReply, OperatorCall, OperatorDef, OperatorOutput, OperatorResult};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Checkpoint, Receipt, SignedBatch, VerifierKeys};
 use hsync_protocol::record::OperationRecord;
@@ -69,6 +69,9 @@ message_types! {
     "ArgSpec" => ArgSpec,
     "OperatorCall" => OperatorCall,
     "OperatorOutput" => OperatorOutput,
+    "OperatorBatch" => OperatorBatch,
+    "OperatorBatchReply" => OperatorBatchReply,
+    "OperatorResult" => OperatorResult,
     "OperationRecord" => OperationRecord,
     "Receipt" => Receipt,
     "Checkpoint" => Checkpoint,

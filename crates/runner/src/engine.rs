@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream;
 use hsync_bus::Bus;
 use hsync_client::batch::BatchConfig;
-use hsync_client::{BatchingPolicyClient, IndexClient, OperatorClient};
+use hsync_client::{BatchingOperatorClient, BatchingPolicyClient, IndexClient};
 use hsync_operators::{canonical_hash, kind_mismatch, Args};
 use hsync_protocol::job::{ExtendJob, Job, JobResult, JobStatus, Node, NodeReport, NodeStatus};
 use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
@@ -62,6 +62,23 @@ pub struct EngineConfig {
         value_parser = clap::value_parser!(u64).range(0..=1_000_000)
     )]
     pub policy_batch_window_us: u64,
+    /// Most calls to one remote operator in one message, for providers that accept
+    /// batches (a `batch_subject` in their definition). 1 sends every call alone.
+    #[arg(
+        long = "operator-batch-max",
+        env = "HSYNC_OPERATOR_BATCH_MAX",
+        default_value_t = 100,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000)
+    )]
+    pub operator_batch_max: usize,
+    /// Longest wait of the first call of a batch for others, in microseconds.
+    #[arg(
+        long = "operator-batch-window-us",
+        env = "HSYNC_OPERATOR_BATCH_WINDOW_US",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(0..=1_000_000)
+    )]
+    pub operator_batch_window_us: u64,
     /// Job sessions (`keep_session`, `jobs.extend`).
     #[command(flatten)]
     pub sessions: SessionConfig,
@@ -78,6 +95,8 @@ impl Default for EngineConfig {
             max_parallel: 64,
             policy_batch_max: 100,
             policy_batch_window_us: 1_000,
+            operator_batch_max: 100,
+            operator_batch_window_us: 1_000,
             sessions: SessionConfig::default(),
         }
     }
@@ -98,7 +117,7 @@ pub struct Engine {
     js: jetstream::Context,
     registry: Registry,
     policy: BatchingPolicyClient,
-    operators: OperatorClient,
+    operators: BatchingOperatorClient,
     index: IndexClient,
     cache: Cache<CacheKey, Value, ErrorReply>,
     /// Bounds the CPU-bound operators running at once: tokio's blocking pool grows to
@@ -169,7 +188,13 @@ impl Engine {
                     window: Duration::from_micros(cfg.policy_batch_window_us),
                 },
             ),
-            operators: OperatorClient::new(bus.clone()),
+            operators: BatchingOperatorClient::new(
+                bus.clone(),
+                BatchConfig {
+                    max_items: cfg.operator_batch_max.max(1),
+                    window: Duration::from_micros(cfg.operator_batch_window_us),
+                },
+            ),
             index: IndexClient::new(bus.clone()),
             bus,
             registry,
@@ -185,6 +210,7 @@ impl Engine {
     pub fn stats_json(&self) -> serde_json::Value {
         let c = self.cache.stats();
         let p = self.policy.traffic();
+        let o = self.operators.traffic();
         serde_json::json!({
             "jobs": self.counters.jobs.load(Ordering::Relaxed),
             "nodes": self.counters.nodes.load(Ordering::Relaxed),
@@ -200,6 +226,10 @@ impl Engine {
             "policy_batch_window_us": self.cfg.policy_batch_window_us,
             "policy_messages": p.messages,
             "policy_queries": p.queries,
+            "operator_batch_max": self.cfg.operator_batch_max,
+            "operator_batch_window_us": self.cfg.operator_batch_window_us,
+            "operator_messages": o.messages,
+            "operator_calls": o.calls,
             "extends": self.counters.extends.load(Ordering::Relaxed),
             "sessions": self.sessions.len(),
             "session_evictions": self.sessions.evictions(),
@@ -709,7 +739,7 @@ impl Engine {
                     .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("operator task: {e}")))?
                     .map_err(|e| e.at_node(node_id))
             }
-            Provider::Nats { subject } => {
+            Provider::Nats { subject, batch_subject } => {
                 let call = OperatorCall {
                     operator: def.id.clone(),
                     args: args.clone(),
@@ -717,7 +747,7 @@ impl Engine {
                     node_id: node_id.to_string(),
                 };
                 self.operators
-                    .call(subject.clone(), &call)
+                    .call(subject, batch_subject.as_deref(), call)
                     .await
                     .map(|o| o.output)
                     .map_err(|e| {
@@ -838,5 +868,11 @@ mod tests {
         assert!(parse(&["--policy-batch-max", "0"]).is_err());
         assert!(parse(&["--policy-batch-max", "10001"]).is_err());
         assert!(parse(&["--policy-batch-window-us", "1000001"]).is_err());
+        let d = EngineConfig::default();
+        assert_eq!((d.operator_batch_max, d.operator_batch_window_us), (100, 1_000));
+        let c = parse(&["--operator-batch-max", "1", "--operator-batch-window-us", "0"]).unwrap();
+        assert_eq!((c.operator_batch_max, c.operator_batch_window_us), (1, 0));
+        assert!(parse(&["--operator-batch-max", "0"]).is_err());
+        assert!(parse(&["--operator-batch-max", "10001"]).is_err());
     }
 }

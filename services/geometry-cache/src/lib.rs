@@ -10,7 +10,10 @@ use hsync_bus::{serve, start_service, Bus, Incoming, ServeOptions, ShutdownSigna
 use hsync_geometry::PoincareBall;
 use hsync_operators::{canonical_hash, Args};
 use hsync_protocol::names::services;
-use hsync_protocol::operator::{ArgKind, ArgSpec, OperatorCall, OperatorDef, OperatorOutput, Provider};
+use hsync_protocol::operator::{
+    ArgKind, ArgSpec, OperatorBatch, OperatorBatchReply, OperatorCall, OperatorDef, OperatorOutput, OperatorResult, Provider,
+    MAX_OPERATOR_BATCH,
+};
 use hsync_protocol::{ErrorCode, ErrorReply, Names, Tensor, Value};
 use lru::LruCache;
 
@@ -110,6 +113,7 @@ pub fn definitions(names: &Names) -> Vec<OperatorDef> {
             cacheable: true,
             provider: Provider::Nats {
                 subject: names.operator(op.id),
+                batch_subject: Some(names.operator_batch(op.id)),
             },
             args: op
                 .args
@@ -170,7 +174,21 @@ impl GeoCache {
     }
 }
 
-/// Registers the definitions, then serves every operator until shutdown.
+/// Runs one call of operator `OPS[i]` through its cache.
+fn serve_call(cache: &GeoCache, i: usize, call: &OperatorCall) -> Result<OperatorOutput, ErrorReply> {
+    let op = &OPS[i];
+    if call.operator != op.id {
+        return Err(ErrorReply::new(
+            ErrorCode::InvalidArgument,
+            format!("this subject serves `{}`, the call names `{}`", op.id, call.operator),
+        ));
+    }
+    let (output, cached) = cache.get_or_compute(&call.args, op.run)?;
+    Ok(OperatorOutput { output, cached })
+}
+
+/// Serves every operator, one call at a time and in batches, until shutdown (the binary
+/// registers [`definitions`] first).
 pub async fn run(bus: Arc<Bus>, cache_entries: usize, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let caches: Arc<Vec<GeoCache>> = Arc::new(OPS.iter().map(|_| GeoCache::new(cache_entries)).collect());
     let stats_caches = caches.clone();
@@ -180,7 +198,7 @@ pub async fn run(bus: Arc<Bus>, cache_entries: usize, shutdown: ShutdownSignal) 
         "hyperbolic geometry operators (Poincaré ball) behind LRU caches",
         move |endpoint| {
             OPS.iter()
-                .position(|op| op.id == endpoint)
+                .position(|op| op.id == endpoint.strip_suffix(".batch").unwrap_or(endpoint))
                 .map(|i| stats_caches[i].stats_json())
                 .unwrap_or(serde_json::Value::Null)
         },
@@ -194,33 +212,62 @@ pub async fn run(bus: Arc<Bus>, cache_entries: usize, shutdown: ShutdownSignal) 
             .add(bus.names().operator(op.id))
             .await
             .map_err(|e| anyhow::anyhow!("cannot add endpoint {}: {e}", op.id))?;
-        let caches = caches.clone();
-        let run_op = op.run;
-        let op_id = op.id;
+        let call_caches = caches.clone();
         tasks.push(tokio::spawn(serve(
             bus.clone(),
             endpoint,
             shutdown.clone(),
             ServeOptions::default(),
             move |req: Incoming<OperatorCall>| {
-                let caches = caches.clone();
+                let caches = call_caches.clone();
                 async move {
                     let call = req.body;
-                    if call.operator != op_id {
-                        return Err(ErrorReply::new(
-                            ErrorCode::InvalidArgument,
-                            format!("this subject serves `{op_id}`, the call names `{}`", call.operator),
-                        ));
-                    }
                     let span = tracing::Span::current();
                     span.record("hsync.job_id", call.job_id.as_str());
                     span.record("hsync.node_id", call.node_id.as_str());
-                    span.record("hsync.operator", op_id);
-                    let (output, cached) = tokio::task::spawn_blocking(move || caches[i].get_or_compute(&call.args, run_op))
+                    span.record("hsync.operator", OPS[i].id);
+                    let out = tokio::task::spawn_blocking(move || serve_call(&caches[i], i, &call))
                         .await
                         .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("geometry task: {e}")))??;
-                    span.record("hsync.cache_hit", cached);
-                    Ok(OperatorOutput { output, cached })
+                    span.record("hsync.cache_hit", out.cached);
+                    Ok(out)
+                }
+            },
+        )));
+        let batch_name = format!("{}.batch", op.id);
+        let endpoint = service
+            .endpoint_builder()
+            .name(&batch_name)
+            .add(bus.names().operator_batch(op.id))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot add endpoint {batch_name}: {e}"))?;
+        let caches = caches.clone();
+        tasks.push(tokio::spawn(serve(
+            bus.clone(),
+            endpoint,
+            shutdown.clone(),
+            ServeOptions::default(),
+            move |req: Incoming<OperatorBatch>| {
+                let caches = caches.clone();
+                async move {
+                    let calls = req.body.calls;
+                    if calls.len() > MAX_OPERATOR_BATCH {
+                        return Err(ErrorReply::new(
+                            ErrorCode::InvalidArgument,
+                            format!("a batch holds at most {MAX_OPERATOR_BATCH} calls, this one {}", calls.len()),
+                        ));
+                    }
+                    tracing::Span::current().record("hsync.operator", OPS[i].id);
+                    // One blocking task for the whole batch: that is the saving batching buys.
+                    let results = tokio::task::spawn_blocking(move || {
+                        calls
+                            .iter()
+                            .map(|call| OperatorResult::from_result(serve_call(&caches[i], i, call)))
+                            .collect()
+                    })
+                    .await
+                    .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("geometry task: {e}")))?;
+                    Ok(OperatorBatchReply { results })
                 }
             },
         )));
