@@ -27,6 +27,11 @@ impl Bus {
     /// Connects `pool_size` connections, retrying with backoff until the server answers
     /// or `connect_timeout_s` passes, so services may start before NATS does.
     pub async fn connect(cfg: &BusConfig, client_name: &str) -> anyhow::Result<Bus> {
+        if !cfg.pooling {
+            // Process-wide; only ever switched off (by a service's own configuration), so a
+            // second connection with the default cannot switch it back on.
+            hsync_protocol::pool::set_pooling(false);
+        }
         let pool = cfg.pool_size.clamp(1, 64);
         let mut clients = Vec::with_capacity(pool);
         let deadline = Instant::now() + Duration::from_secs(cfg.connect_timeout_s);

@@ -35,6 +35,10 @@ pub struct BusConfig {
     /// Largest decoded (decompressed) payload accepted, in bytes.
     #[arg(long = "max-decoded-bytes", env = "HSYNC_MAX_DECODED_BYTES", default_value_t = hsync_protocol::codec::DEFAULT_MAX_DECODED_SIZE)]
     pub max_decoded_bytes: usize,
+    /// Reuse per-thread encode/decode buffers and zstd contexts (`false` only to measure
+    /// what pooling buys).
+    #[arg(long = "pooling", env = "HSYNC_POOLING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pooling: bool,
 }
 
 impl BusConfig {
@@ -51,6 +55,7 @@ impl BusConfig {
             connect_timeout_s: 30,
             compress_threshold: hsync_protocol::codec::DEFAULT_COMPRESS_THRESHOLD,
             max_decoded_bytes: hsync_protocol::codec::DEFAULT_MAX_DECODED_SIZE,
+            pooling: true,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use hsync_protocol::Names;
 
 /// Stream replicas: 1 on a single server, 3 in production clusters (HSYNC_REPLICAS).
@@ -145,6 +145,32 @@ pub async fn results_bucket(js: &jetstream::Context, names: &Names) -> anyhow::R
         },
     )
     .await
+}
+
+/// Outputs too large for one NATS message, kept as long as durable results (a day).
+pub async fn outputs_store(js: &jetstream::Context, names: &Names) -> anyhow::Result<object_store::ObjectStore> {
+    let bucket = names.bucket_outputs();
+    if let Ok(store) = js.get_object_store(&bucket).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_object_store(object_store::Config {
+            bucket: bucket.clone(),
+            description: Some("job outputs larger than one NATS message".to_string()),
+            max_age: Duration::from_secs(24 * 3600),
+            num_replicas: replicas(),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another process may have created it in between.
+        Err(e) => js
+            .get_object_store(&bucket)
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot create object store {bucket}: {e}")),
+    }
 }
 
 /// A durable pull consumer with explicit acks on `stream`.

@@ -47,6 +47,9 @@ enum Scenario {
     /// Jobs of 8 cheap built-in nodes and 4 remote geometry calls: policy queries and
     /// operator calls batched (up to 100 per message, 1 ms window) vs one message each.
     Batching,
+    /// The batching workload with the codec's pooled buffers and zstd contexts on vs off
+    /// (`HSYNC_POOLING`): the runner's allocations per job.
+    Pooling,
     All,
 }
 
@@ -71,6 +74,10 @@ struct Figures {
     operator_messages_per_job: f64,
     /// Operator calls carried per request.
     operator_calls_per_message: f64,
+    /// Heap allocations in the operator-runner per measured job.
+    runner_allocations_per_job: f64,
+    /// Bytes allocated in the operator-runner per measured job.
+    runner_allocated_bytes_per_job: f64,
 }
 
 pub const DISTINCT_INPUTS: usize = 100_000;
@@ -195,6 +202,8 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         policy_queries_per_message: 0.0,
         operator_messages_per_job: 0.0,
         operator_calls_per_message: 0.0,
+        runner_allocations_per_job: 0.0,
+        runner_allocated_bytes_per_job: 0.0,
     }
 }
 
@@ -204,6 +213,8 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
 struct Traffic {
     policy: (u64, u64),
     operators: (u64, u64),
+    /// (allocations, bytes) in the runner process.
+    allocations: (u64, u64),
 }
 
 async fn runner_traffic(cluster: &Cluster) -> anyhow::Result<Traffic> {
@@ -216,6 +227,7 @@ async fn runner_traffic(cluster: &Cluster) -> anyhow::Result<Traffic> {
     Ok(Traffic {
         policy: (field("policy_messages")?, field("policy_queries")?),
         operators: (field("operator_messages")?, field("operator_calls")?),
+        allocations: (field("allocations")?, field("allocated_bytes")?),
     })
 }
 
@@ -229,6 +241,9 @@ fn with_traffic(mut f: Figures, before: Traffic, after: Traffic) -> Figures {
     };
     (f.policy_messages_per_job, f.policy_queries_per_message) = rates(before.policy, after.policy);
     (f.operator_messages_per_job, f.operator_calls_per_message) = rates(before.operators, after.operators);
+    let jobs = f.jobs.max(1) as f64;
+    f.runner_allocations_per_job = after.allocations.0.saturating_sub(before.allocations.0) as f64 / jobs;
+    f.runner_allocated_bytes_per_job = after.allocations.1.saturating_sub(before.allocations.1) as f64 / jobs;
     f
 }
 
@@ -247,7 +262,8 @@ async fn cache_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &s
     Ok(with_traffic(figures("cache", variant, elapsed, &results), before, after))
 }
 
-async fn batching_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
+/// Runs the batching workload (`batching_job`: warm-up, then measured) on a fresh cluster.
+async fn workload_variant(args: &BenchArgs, scenario: &'static str, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
     let cluster = Cluster::start_with(env).await?;
     let client = JobClient::new(cluster.bus.clone());
     drive(&client, (0..args.warmup).map(batching_job), args.concurrency).await?;
@@ -257,7 +273,7 @@ async fn batching_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
-    Ok(with_traffic(figures("batching", variant, elapsed, &results), before, after))
+    Ok(with_traffic(figures(scenario, variant, elapsed, &results), before, after))
 }
 
 async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
@@ -275,12 +291,12 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
 
 fn print_table(rows: &[Figures]) {
     println!(
-        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11} {:>9}",
-        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed", "policy m/j", "op m/j"
+        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11} {:>9} {:>11}",
+        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job"
     );
     for f in rows {
         println!(
-            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7} {:>11.2} {:>9.2}",
+            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7} {:>11.2} {:>9.2} {:>11.0}",
             f.scenario,
             f.variant,
             f.jobs,
@@ -291,7 +307,8 @@ fn print_table(rows: &[Figures]) {
             f.hit_rate * 100.0,
             f.failed_jobs,
             f.policy_messages_per_job,
-            f.operator_messages_per_job
+            f.operator_messages_per_job,
+            f.runner_allocations_per_job
         );
     }
 }
@@ -311,13 +328,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     if matches!(args.scenario, Scenario::Batching | Scenario::All) {
         let on = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
-        rows.push(batching_variant(&args, "batch on", &on).await?);
+        rows.push(workload_variant(&args, "batching", "batch on", &on).await?);
         let off = [
             ("HSYNC_RESULT_CACHE_ENTRIES", "0"),
             ("HSYNC_POLICY_BATCH_MAX", "1"),
             ("HSYNC_OPERATOR_BATCH_MAX", "1"),
         ];
-        rows.push(batching_variant(&args, "batch off", &off).await?);
+        rows.push(workload_variant(&args, "batching", "batch off", &off).await?);
+    }
+    if matches!(args.scenario, Scenario::Pooling | Scenario::All) {
+        let on = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
+        rows.push(workload_variant(&args, "pooling", "pooling on", &on).await?);
+        let off = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_POOLING", "false")];
+        rows.push(workload_variant(&args, "pooling", "pooling off", &off).await?);
     }
     print_table(&rows);
     if args.json {

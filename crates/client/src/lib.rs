@@ -7,6 +7,7 @@
 pub mod registry;
 
 pub mod batch;
+pub mod large;
 pub mod operators;
 
 pub use operators::{BatchingOperatorClient, OperatorClient, OperatorTraffic};
@@ -35,19 +36,32 @@ impl JobClient {
         JobClient { bus }
     }
 
-    /// Runs a job over request/reply and waits for its result.
+    /// Runs a job over request/reply and waits for its result (outputs that came through
+    /// the object store included).
     pub async fn run(&self, job: &Job, timeout: Duration) -> Result<JobResult, BusError> {
-        self.bus
+        let result = self
+            .bus
             .request_timeout_after(self.bus.names().jobs_run(), job, timeout)
-            .await
+            .await?;
+        self.with_outputs(result).await
     }
 
     /// Adds nodes to the session of a job run with `keep_session` and waits for the
     /// result of the nodes this extension runs (`NOT_FOUND` when there is no session).
     pub async fn extend(&self, req: &ExtendJob, timeout: Duration) -> Result<JobResult, BusError> {
-        self.bus
+        let result = self
+            .bus
             .request_timeout_after(self.bus.names().jobs_extend(), req, timeout)
-            .await
+            .await?;
+        self.with_outputs(result).await
+    }
+
+    /// Fills in outputs that were too large for one message from the object store.
+    async fn with_outputs(&self, mut result: JobResult) -> Result<JobResult, BusError> {
+        if let Some(object) = &result.outputs_object {
+            result.outputs = large::fetch_outputs(&self.bus, object).await?;
+        }
+        Ok(result)
     }
 
     /// Publishes a job on the durable path (the JetStream work queue) and returns its id.
@@ -90,7 +104,7 @@ impl JobClient {
             .await
             .map_err(|e| BusError::Nats(format!("cannot open bucket {bucket}: {e}")))?;
         match kv.get(job_id).await {
-            Ok(Some(bytes)) => Ok(Some(self.bus.codec().decode(None, &bytes)?)),
+            Ok(Some(bytes)) => Ok(Some(self.with_outputs(self.bus.codec().decode(None, &bytes)?).await?)),
             Ok(None) => Ok(None),
             Err(e) => Err(BusError::Nats(format!("cannot read {job_id} from {bucket}: {e}"))),
         }
@@ -111,7 +125,7 @@ impl JobClient {
             return Ok(Some(r));
         }
         match tokio::time::timeout(timeout, sub.next()).await {
-            Ok(Some(msg)) => Ok(Some(self.bus.codec().decode(msg.headers.as_ref(), &msg.payload)?)),
+            Ok(Some(msg)) => Ok(Some(self.with_outputs(self.bus.codec().decode(msg.headers.as_ref(), &msg.payload)?).await?)),
             Ok(None) | Err(_) => Ok(None),
         }
     }

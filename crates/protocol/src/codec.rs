@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{ErrorCode, ErrorReply};
+use crate::pool;
 
 pub mod headers {
     pub const CONTENT_TYPE: &str = "Content-Type";
@@ -120,14 +121,6 @@ impl Codec {
         format: Format,
         h: &mut HeaderMap,
     ) -> Result<Bytes, CodecError> {
-        let raw = match format {
-            Format::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
-            Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
-        }
-        .map_err(|message| CodecError::Encode {
-            what: short_type_name::<T>(),
-            message,
-        })?;
         h.insert(
             headers::CONTENT_TYPE,
             match format {
@@ -135,9 +128,37 @@ impl Codec {
                 Format::Json => headers::JSON,
             },
         );
+        if pool::pooling() {
+            // The pooled buffer stays ours; NATS gets an exact-size copy.
+            pool::with_encode_buf(|buf| self.encode_with(value, format, h, buf, |raw| Bytes::copy_from_slice(raw)))
+        } else {
+            let mut raw = Vec::new();
+            self.encode_with(value, format, h, &mut raw, |raw| Bytes::from(std::mem::take(raw)))
+        }
+    }
+
+    fn encode_with<T: Serialize>(
+        &self,
+        value: &T,
+        format: Format,
+        h: &mut HeaderMap,
+        raw: &mut Vec<u8>,
+        into_bytes: impl FnOnce(&mut Vec<u8>) -> Bytes,
+    ) -> Result<Bytes, CodecError> {
+        let what = short_type_name::<T>();
+        match format {
+            Format::MsgPack => rmp_serde::encode::write_named(raw, value).map_err(|e| e.to_string()),
+            Format::Json => serde_json::to_writer(&mut *raw, value).map_err(|e| e.to_string()),
+        }
+        .map_err(|message| CodecError::Encode { what, message })?;
         if raw.len() > self.compress_threshold {
-            let compressed = zstd::bulk::compress(&raw, self.zstd_level).map_err(|e| CodecError::Encode {
-                what: short_type_name::<T>(),
+            let compressed = if pool::pooling() {
+                pool::compress(raw, self.zstd_level)
+            } else {
+                zstd::bulk::compress(raw, self.zstd_level)
+            }
+            .map_err(|e| CodecError::Encode {
+                what,
                 message: format!("zstd: {e}"),
             })?;
             // Only keep the compressed form when it actually saves bytes.
@@ -146,7 +167,7 @@ impl Codec {
                 return Ok(Bytes::from(compressed));
             }
         }
-        Ok(Bytes::from(raw))
+        Ok(into_bytes(raw))
     }
 
     /// Decodes a payload in whatever format and encoding its headers say.
@@ -156,11 +177,7 @@ impl Codec {
             .and_then(|h| h.get(headers::CONTENT_ENCODING))
             .map(|v| v.as_str().trim().eq_ignore_ascii_case(headers::ZSTD))
             .unwrap_or(false);
-        let inflated;
-        let bytes: &[u8] = if compressed {
-            inflated = self.decompress(payload, what)?;
-            &inflated
-        } else {
+        if !compressed {
             if payload.len() > self.max_decoded_size {
                 return Err(CodecError::TooLarge(format!(
                     "{what} payload is {} bytes, the limit is {}",
@@ -168,8 +185,33 @@ impl Codec {
                     self.max_decoded_size
                 )));
             }
-            payload
-        };
+            return Self::deserialize(headers, payload);
+        }
+        // A frame that states its size (ours always do) decompresses in one step into
+        // the thread's pooled buffer; any other goes through the bounded stream decoder.
+        if pool::pooling() {
+            if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(payload) {
+                if size > self.max_decoded_size as u64 {
+                    return Err(CodecError::TooLarge(format!(
+                        "{what} payload expands to {size} bytes, beyond the limit of {} bytes",
+                        self.max_decoded_size
+                    )));
+                }
+                return pool::decompress_with(payload, size as usize, |inflated| match inflated {
+                    Ok(bytes) => Self::deserialize(headers, bytes),
+                    Err(e) => Err(CodecError::Malformed {
+                        what,
+                        message: format!("zstd: {e}"),
+                    }),
+                });
+            }
+        }
+        let inflated = self.decompress(payload, what)?;
+        Self::deserialize(headers, &inflated)
+    }
+
+    fn deserialize<T: DeserializeOwned>(headers: Option<&HeaderMap>, bytes: &[u8]) -> Result<T, CodecError> {
+        let what = short_type_name::<T>();
         if bytes.is_empty() {
             return Err(CodecError::Malformed {
                 what,
@@ -271,6 +313,65 @@ mod tests {
     use crate::job::{Job, Node};
     use crate::value::{Arg, Tensor, Value};
     use std::collections::BTreeMap;
+
+    /// The only test that touches the process-wide pooling switch: both settings must give
+    /// the same bytes and decode the same, small (plain) and large (zstd) alike.
+    #[test]
+    fn pooled_and_unpooled_codecs_agree() {
+        let codec = Codec::default();
+        for (n, format) in [(1, Format::MsgPack), (200, Format::MsgPack), (200, Format::Json)] {
+            let msg = job(n);
+            crate::pool::set_pooling(false);
+            let (h_off, off) = codec.encode(&msg, format).unwrap();
+            crate::pool::set_pooling(true);
+            let (h_on, on) = codec.encode(&msg, format).unwrap();
+            assert_eq!(on, off, "{n} nodes, {format:?}");
+            assert_eq!(h_on.get(headers::CONTENT_ENCODING), h_off.get(headers::CONTENT_ENCODING));
+            assert_eq!(n > 1, h_on.get(headers::CONTENT_ENCODING).is_some(), "large messages are compressed");
+            // Decoded with the pooled decompressor (and again, reusing it) and without.
+            let a: Job = codec.decode(Some(&h_on), &on).unwrap();
+            let b: Job = codec.decode(Some(&h_on), &on).unwrap();
+            crate::pool::set_pooling(false);
+            let c: Job = codec.decode(Some(&h_off), &off).unwrap();
+            crate::pool::set_pooling(true);
+            assert!(a == c && b == c, "{n} nodes, {format:?}: pooled and unpooled decodes differ");
+            // (JSON carries tensors as plain lists by design, so only MessagePack is exact.)
+            assert!(format == Format::Json || c == msg);
+        }
+    }
+
+    /// A frame whose header states a size over the limit is refused before any work, and
+    /// one that lies about its size (says small, is larger) fails instead of overflowing.
+    #[test]
+    fn stated_sizes_are_checked() {
+        let codec = Codec {
+            max_decoded_size: 1000,
+            ..Codec::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
+        let big = zstd::bulk::compress(&[0u8; 5000], 3).unwrap();
+        let err = codec.decode::<Job>(Some(&h), &big).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+        // Same frame with its content-size field rewritten to claim 10 bytes.
+        let raw = rmp_serde::to_vec_named(&job(3)).unwrap();
+        let mut lying = zstd::bulk::compress(&raw, 3).unwrap();
+        let honest: Job = Codec::default().decode(Some(&h), &lying).unwrap();
+        assert_eq!(honest, job(3));
+        // Frame header: magic (4), descriptor (1), [window (1)], content size (1, 2, 4 or 8 bytes).
+        let descriptor = lying[4];
+        let single_segment = descriptor & 0x20 != 0;
+        let fcs_at = 5 + usize::from(!single_segment);
+        if descriptor >> 6 == 1 {
+            // 2-byte field, stored as size - 256.
+            lying[fcs_at] = 0;
+            lying[fcs_at + 1] = 0;
+            let err = Codec::default().decode::<Job>(Some(&h), &lying).unwrap_err();
+            assert!(matches!(err, CodecError::Malformed { .. }), "{err}");
+        } else {
+            panic!("unexpected frame header layout {descriptor:#x} for {} bytes", raw.len());
+        }
+    }
 
     fn job(n: usize) -> Job {
         Job {

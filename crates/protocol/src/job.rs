@@ -137,4 +137,19 @@ pub struct JobResult {
     /// The first error that decided the status, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReply>,
+    /// Set when the outputs were too large for one NATS message: they travel through the
+    /// JetStream object store instead, and `outputs` is empty on the wire. `JobClient`
+    /// fetches them and fills `outputs` in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs_object: Option<ObjectRef>,
+}
+
+/// Where a large payload was put: an object of a JetStream object store (chunked; the
+/// store checks its SHA-256 digest on reading).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub bucket: String,
+    pub name: String,
+    /// Size of the object in bytes: the MessagePack encoding of the outputs map.
+    pub size: u64,
 }

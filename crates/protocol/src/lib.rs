@@ -20,6 +20,7 @@ pub mod job;
 pub mod names;
 pub mod operator;
 pub mod policy;
+pub mod pool;
 pub mod receipt;
 pub mod record;
 pub mod value;

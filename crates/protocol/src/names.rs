@@ -158,6 +158,10 @@ impl Names {
     pub fn bucket_results(&self) -> String {
         self.bucket("results")
     }
+    /// Object store for job outputs larger than one NATS message.
+    pub fn bucket_outputs(&self) -> String {
+        self.bucket("outputs")
+    }
 
     /// Every request/reply and stream subject with its kind, for documentation and tests
     /// that check the AsyncAPI document covers them all.

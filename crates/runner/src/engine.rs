@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::dag;
+use crate::large::OutputSpill;
 use crate::registry::Registry;
 use crate::session::{Session, SessionConfig, SessionStore};
 
@@ -126,6 +127,7 @@ pub struct Engine {
     cfg: EngineConfig,
     counters: Counters,
     sessions: SessionStore,
+    spill: OutputSpill,
 }
 
 enum NodeState {
@@ -181,6 +183,7 @@ impl Engine {
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
         Engine {
             js: bus.jetstream(),
+            spill: OutputSpill::new(bus.jetstream(), bus.names().clone()),
             policy: BatchingPolicyClient::new(
                 bus.clone(),
                 BatchConfig {
@@ -466,7 +469,10 @@ impl Engine {
             elapsed_us: 0,
             trace_id: ctx.trace_id.clone(),
             error,
+            outputs_object: None,
         };
+        let max_payload = self.bus.client().server_info().max_payload;
+        self.spill.fit(&mut result, max_payload).await?;
         if job.wait_receipts {
             self.attach_receipts(&mut result).await;
         }

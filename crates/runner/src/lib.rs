@@ -8,6 +8,7 @@
 pub mod dag;
 pub mod engine;
 pub mod incremental;
+pub mod large;
 pub mod registry;
 pub mod session;
 

@@ -31,6 +31,10 @@ pub struct CollectedSpan {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// Spans kept; later ones are received (the exporters see success) and dropped, so that a
+/// benchmark's cluster does not grow the sink without bound.
+pub const MAX_KEPT_SPANS: usize = 100_000;
+
 /// An OTLP/gRPC trace receiver listening on `127.0.0.1:<ephemeral port>`.
 ///
 /// It serves from a dedicated thread with its own tokio runtime, so it keeps accepting
@@ -163,7 +167,11 @@ impl TraceService for Receiver {
                 });
             }
         }
-        lock(&self.spans).extend(collected);
+        let mut spans = lock(&self.spans);
+        // Tests see a few hundred spans; a long benchmark run would otherwise keep millions.
+        let room = MAX_KEPT_SPANS.saturating_sub(spans.len());
+        spans.extend(collected.into_iter().take(room));
+        drop(spans);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))

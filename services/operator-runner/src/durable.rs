@@ -146,6 +146,7 @@ async fn handle(bus: &Bus, engine: &Arc<Engine>, results: &kv::Store, cfg: &Dura
             elapsed_us: 0,
             trace_id: hsync_telemetry::current_trace_id().unwrap_or_default(),
             error: Some(e),
+            outputs_object: None,
         });
         if let Err(e) = store(bus, results, &result).await {
             tracing::error!("cannot store the result of durable job {job_id} ({e}); it will be redelivered");

@@ -8,6 +8,7 @@ use hsync_protocol::names::services;
 
 use hsync_runner::Engine;
 
+pub mod alloc_count;
 pub mod durable;
 
 /// Serves `jobs.run` and `jobs.extend` and consumes `jobs.submit` until shutdown.
@@ -23,7 +24,14 @@ pub async fn run(
         &bus,
         services::OPERATOR_RUNNER,
         "runs job DAGs: validation, scheduling, result cache, policy checks, operation records",
-        move |_| stats_engine.stats_json(),
+        move |_| {
+            let mut stats = stats_engine.stats_json();
+            let (allocations, bytes) = alloc_count::snapshot();
+            stats["allocations"] = allocations.into();
+            stats["allocated_bytes"] = bytes.into();
+            stats["pooling"] = hsync_protocol::pool::pooling().into();
+            stats
+        },
     )
     .await?;
     let endpoint = service

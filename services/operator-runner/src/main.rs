@@ -6,6 +6,9 @@ use clap::Parser;
 use hsync_bus::{streams, Bus, BusConfig, Shutdown};
 use hsync_runner::{Engine, EngineConfig, Registry};
 
+#[global_allocator]
+static ALLOCATOR: operator_runner::alloc_count::CountingAllocator = operator_runner::alloc_count::CountingAllocator;
+
 #[derive(Parser, Debug)]
 #[command(name = "operator-runner", version, about = "Runs HyperSync job DAGs")]
 struct Args {
