@@ -304,6 +304,8 @@ impl PolicyError {
 pub struct PolicyEngine {
     /// `None` is the permit-all engine used when no policy is stored.
     loaded: Option<Loaded>,
+    /// Set for the fail-closed engine: every step is denied with this reason.
+    deny_reason: Option<String>,
 }
 
 struct Loaded {
@@ -374,6 +376,9 @@ impl DeclaredType {
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(reason) = &self.deny_reason {
+            return write!(f, "PolicyEngine(deny-all: {reason})");
+        }
         match &self.loaded {
             None => f.write_str("PolicyEngine(permit-all)"),
             Some(l) => f
@@ -389,7 +394,20 @@ impl PolicyEngine {
     /// The engine used when no policy is stored: every step is allowed, and
     /// the decision names [`DEFAULT_NO_POLICIES`].
     pub fn permit_all() -> Self {
-        Self { loaded: None }
+        Self {
+            loaded: None,
+            deny_reason: None,
+        }
+    }
+
+    /// The fail-closed engine, for when the stored policies cannot be loaded (e.g. the
+    /// stored set does not validate): every step is denied, and the decision's errors say
+    /// why.
+    pub fn deny_all(reason: impl Into<String>) -> Self {
+        Self {
+            loaded: None,
+            deny_reason: Some(reason.into()),
+        }
     }
 
     /// Parses every `(id, cedar text)` pair once; with a `schema` (Cedar
@@ -429,6 +447,7 @@ impl PolicyEngine {
             )
         };
         Ok(Self {
+            deny_reason: None,
             loaded: Some(Loaded {
                 policies: set,
                 ids,
@@ -456,6 +475,13 @@ impl PolicyEngine {
     /// be evaluated cleanly is denied with an explanation in
     /// [`Decision::errors`].
     pub fn evaluate(&self, input: &EvalInput) -> Decision {
+        if let Some(reason) = &self.deny_reason {
+            return Decision {
+                allowed: false,
+                policies: vec![DEFAULT_DENY.to_string()],
+                errors: vec![format!("policy set: {reason}")],
+            };
+        }
         let Some(loaded) = &self.loaded else {
             return Decision {
                 allowed: true,

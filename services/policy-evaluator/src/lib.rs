@@ -2,7 +2,7 @@
 //! stored in the policy bucket and following every change to it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::kv;
@@ -16,58 +16,112 @@ use hsync_protocol::{ErrorCode, ErrorReply};
 /// Most queries in one request.
 pub const MAX_QUERIES: usize = 10_000;
 
+/// Policy texts by id, and the schema.
+type Texts = (BTreeMap<String, String>, Option<String>);
+
 /// The stored policy texts and the engine built from them.
+///
+/// Invariants: while the running set is valid, the texts are exactly what the engine was
+/// built from (a change that does not build is rolled back here, so a later good change
+/// is not blocked by an earlier bad one). When the stored set itself is invalid (found at
+/// start-up), the engine denies every step, saying why, until a change makes it valid:
+/// fail closed, never open.
 pub struct PolicyStore {
-    texts: RwLock<(BTreeMap<String, String>, Option<String>)>,
+    texts: RwLock<Texts>,
     engine: RwLock<Arc<PolicyEngine>>,
+    /// The initial replay of the bucket is in progress: changes are gathered, and the
+    /// engine is built once at the end (not once per stored policy).
+    loading: AtomicBool,
+    /// The running engine was built from the stored texts (not the fail-closed one).
+    healthy: AtomicBool,
     evaluations: AtomicU64,
     denials: AtomicU64,
     reloads: AtomicU64,
+    rejected_changes: AtomicU64,
 }
 
 impl Default for PolicyStore {
     fn default() -> Self {
         PolicyStore {
             texts: RwLock::new((BTreeMap::new(), None)),
-            engine: RwLock::new(Arc::new(PolicyEngine::permit_all())),
+            engine: RwLock::new(Arc::new(PolicyEngine::deny_all("the stored policies are not loaded yet"))),
+            loading: AtomicBool::new(true),
+            healthy: AtomicBool::new(false),
             evaluations: AtomicU64::new(0),
             denials: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            rejected_changes: AtomicU64::new(0),
         }
     }
 }
 
+fn build(texts: &Texts) -> Result<PolicyEngine, hsync_policy::PolicyError> {
+    if texts.0.is_empty() {
+        Ok(PolicyEngine::permit_all())
+    } else {
+        PolicyEngine::new(texts.0.clone(), texts.1.as_deref())
+    }
+}
+
 impl PolicyStore {
-    /// Applies one bucket entry (`None` = deleted) and rebuilds the engine. An invalid set
-    /// never replaces the running one.
+    /// Applies one bucket entry (`None` = deleted). After the initial load this rebuilds
+    /// the engine; a change that does not build is rejected and the running set stays.
     pub fn apply(&self, key: &str, value: Option<String>) {
-        let (policies, schema) = {
-            let mut t = self.texts.write().unwrap_or_else(|p| p.into_inner());
-            if key == POLICY_SCHEMA_KEY {
-                t.1 = value;
-            } else if let Some(id) = key.strip_prefix(POLICY_KEY_PREFIX) {
-                match value {
-                    Some(text) => t.0.insert(id.to_string(), text),
-                    None => t.0.remove(id),
-                };
-            } else {
-                return;
+        let mut t = self.texts.write().unwrap_or_else(|p| p.into_inner());
+        let previous = if key == POLICY_SCHEMA_KEY {
+            std::mem::replace(&mut t.1, value)
+        } else if let Some(id) = key.strip_prefix(POLICY_KEY_PREFIX) {
+            match value {
+                Some(text) => t.0.insert(id.to_string(), text),
+                None => t.0.remove(id),
             }
-            t.clone()
-        };
-        let built = if policies.is_empty() {
-            Ok(PolicyEngine::permit_all())
         } else {
-            PolicyEngine::new(policies, schema.as_deref())
+            return;
         };
-        match built {
-            Ok(engine) => {
-                *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
-                self.reloads.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("policy set reloaded after a change to `{key}`");
-            }
-            Err(e) => tracing::error!("policy change to `{key}` rejected; keeping the running set: {e}"),
+        if self.loading.load(Ordering::Acquire) {
+            return;
         }
+        match build(&t) {
+            Ok(engine) => self.install(engine, &format!("a change to `{key}`")),
+            Err(e) if self.healthy.load(Ordering::Acquire) => {
+                // Roll back: the texts must stay those of the running set.
+                if key == POLICY_SCHEMA_KEY {
+                    t.1 = previous;
+                } else if let Some(id) = key.strip_prefix(POLICY_KEY_PREFIX) {
+                    match previous {
+                        Some(text) => t.0.insert(id.to_string(), text),
+                        None => t.0.remove(id),
+                    };
+                }
+                self.rejected_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("policy change to `{key}` rejected; keeping the running set: {e}");
+            }
+            Err(e) => self.fail_closed(&e),
+        }
+    }
+
+    /// Ends the initial load: builds the engine once from everything stored.
+    pub fn finish_loading(&self) {
+        let t = self.texts.write().unwrap_or_else(|p| p.into_inner());
+        self.loading.store(false, Ordering::Release);
+        match build(&t) {
+            Ok(engine) => self.install(engine, &format!("loading {} stored policies", t.0.len())),
+            Err(e) => self.fail_closed(&e),
+        }
+    }
+
+    fn install(&self, engine: PolicyEngine, why: &str) {
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(engine);
+        self.healthy.store(true, Ordering::Release);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("policy set loaded after {why}");
+    }
+
+    fn fail_closed(&self, e: &hsync_policy::PolicyError) {
+        let reason = format!("the stored policy set is invalid ({e}); every step is denied until it is fixed");
+        tracing::error!("{reason}");
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(PolicyEngine::deny_all(reason));
+        self.healthy.store(false, Ordering::Release);
     }
 
     pub fn engine(&self) -> Arc<PolicyEngine> {
@@ -109,35 +163,69 @@ impl PolicyStore {
             "evaluations": self.evaluations.load(Ordering::Relaxed),
             "denials": self.denials.load(Ordering::Relaxed),
             "reloads": self.reloads.load(Ordering::Relaxed),
+            "rejected_changes": self.rejected_changes.load(Ordering::Relaxed),
+            "healthy": self.healthy.load(Ordering::Relaxed),
         })
     }
 }
 
-/// Loads every stored policy before serving (so no request is answered by an empty set
-/// while policies exist), then follows changes.
+/// Loads every stored policy before returning (so no request is answered by a partial
+/// set), building the engine once, then follows changes in the background.
+///
+/// One watch does both: it first replays the latest entry of every key, then delivers
+/// each change, so nothing written between loading and following is missed. If the watch
+/// ends, it is resumed from the revision after the last one applied.
 pub async fn load_and_follow(store: Arc<PolicyStore>, bucket: kv::Store) -> anyhow::Result<()> {
-    let mut keys = bucket.keys().await?;
-    while let Some(key) = keys.next().await {
-        let key = key?;
-        if let Some(v) = bucket.get(&key).await? {
-            store.apply(&key, Some(String::from_utf8_lossy(&v).into_owned()));
+    // Fresh stream info (`kv::Store::status` returns what was cached when it was opened).
+    let stored = bucket.stream.clone().info().await?.state.messages;
+    let mut watch = bucket.watch_with_history(">").await?;
+    let mut last_revision = 0;
+    if stored > 0 {
+        while let Some(entry) = watch.next().await {
+            let e = entry?;
+            last_revision = e.revision;
+            apply_entry(&store, &e);
+            if e.delta == 0 {
+                break;
+            }
         }
     }
-    // The watch first re-delivers the latest value of every key, so a change made
-    // between the load above and this call is not missed.
-    let mut watch = bucket.watch_all().await?;
+    store.finish_loading();
     tokio::spawn(async move {
-        while let Some(entry) = watch.next().await {
-            match entry {
-                Ok(e) => match e.operation {
-                    kv::Operation::Put => store.apply(&e.key, Some(String::from_utf8_lossy(&e.value).into_owned())),
-                    kv::Operation::Delete | kv::Operation::Purge => store.apply(&e.key, None),
-                },
-                Err(e) => tracing::warn!("policy watch: {e}"),
+        loop {
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(e) => {
+                        last_revision = last_revision.max(e.revision);
+                        apply_entry(&store, &e);
+                    }
+                    Err(e) => tracing::warn!("policy watch: {e}"),
+                }
+            }
+            tracing::warn!("the policy watch ended; resuming after revision {last_revision}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            loop {
+                match bucket.watch_all_from_revision(last_revision + 1).await {
+                    Ok(w) => {
+                        watch = w;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot resume the policy watch: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
             }
         }
     });
     Ok(())
+}
+
+fn apply_entry(store: &PolicyStore, e: &kv::Entry) {
+    match e.operation {
+        kv::Operation::Put => store.apply(&e.key, Some(String::from_utf8_lossy(&e.value).into_owned())),
+        kv::Operation::Delete | kv::Operation::Purge => store.apply(&e.key, None),
+    }
 }
 
 pub async fn run(bus: Arc<Bus>, store: Arc<PolicyStore>, shutdown: ShutdownSignal) -> anyhow::Result<()> {
