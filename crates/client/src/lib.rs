@@ -168,10 +168,11 @@ pub struct PolicyTraffic {
     pub queries: u64,
 }
 
+/// Messages sent and items (queries, calls) carried, shared by the batching clients.
 #[derive(Default)]
-struct TrafficCounters {
-    messages: AtomicU64,
-    queries: AtomicU64,
+pub(crate) struct TrafficCounters {
+    pub(crate) messages: AtomicU64,
+    pub(crate) items: AtomicU64,
 }
 
 /// Asks the policy-evaluator one query at a time, while concurrent queries (from any node
@@ -230,7 +231,7 @@ impl BatchingPolicyClient {
     pub fn traffic(&self) -> PolicyTraffic {
         PolicyTraffic {
             messages: self.traffic.messages.load(Ordering::Relaxed),
-            queries: self.traffic.queries.load(Ordering::Relaxed),
+            queries: self.traffic.items.load(Ordering::Relaxed),
         }
     }
 
@@ -241,9 +242,10 @@ impl BatchingPolicyClient {
 }
 
 impl TrafficCounters {
-    fn count(&self, queries: usize) {
+    /// One message carrying `items` items.
+    pub(crate) fn count(&self, items: usize) {
         self.messages.fetch_add(1, Ordering::Relaxed);
-        self.queries.fetch_add(queries as u64, Ordering::Relaxed);
+        self.items.fetch_add(items as u64, Ordering::Relaxed);
     }
 }
 

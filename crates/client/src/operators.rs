@@ -1,7 +1,7 @@
 //! Calls to remote operator providers, one by one or coalesced into batches.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
@@ -10,7 +10,7 @@ use hsync_protocol::operator::{OperatorBatch, OperatorBatchReply, OperatorCall, 
 use hsync_protocol::{ErrorCode, ErrorReply};
 
 use crate::batch::{BatchConfig, BatchError, Batcher};
-use crate::clone_bus_error;
+use crate::{clone_bus_error, TrafficCounters};
 
 /// Calls remote operator providers on `hsync.op.<operator>` or a given subject.
 #[derive(Clone)]
@@ -63,20 +63,7 @@ pub struct BatchingOperatorClient {
     direct: OperatorClient,
     cfg: BatchConfig,
     batchers: Arc<Mutex<HashMap<String, CallBatcher>>>,
-    traffic: Arc<Traffic>,
-}
-
-#[derive(Default)]
-struct Traffic {
-    messages: AtomicU64,
-    calls: AtomicU64,
-}
-
-impl Traffic {
-    fn count(&self, calls: usize) {
-        self.messages.fetch_add(1, Ordering::Relaxed);
-        self.calls.fetch_add(calls as u64, Ordering::Relaxed);
-    }
+    traffic: Arc<TrafficCounters>,
 }
 
 impl BatchingOperatorClient {
@@ -122,7 +109,7 @@ impl BatchingOperatorClient {
     pub fn traffic(&self) -> OperatorTraffic {
         OperatorTraffic {
             messages: self.traffic.messages.load(Ordering::Relaxed),
-            calls: self.traffic.calls.load(Ordering::Relaxed),
+            calls: self.traffic.items.load(Ordering::Relaxed),
         }
     }
 
@@ -145,7 +132,7 @@ impl BatchingOperatorClient {
 
 /// Sends `calls` in as few messages as fit under the server's maximum payload, at once,
 /// and puts the answers back in order.
-async fn send_split(client: &OperatorClient, traffic: &Traffic, subject: &str, calls: Vec<OperatorCall>) -> Result<Vec<OperatorResult>, BusError> {
+async fn send_split(client: &OperatorClient, traffic: &TrafficCounters, subject: &str, calls: Vec<OperatorCall>) -> Result<Vec<OperatorResult>, BusError> {
     // Half the limit leaves room for the encoding's overhead over the estimate.
     let budget = client.bus.client().server_info().max_payload / 2;
     let chunks = split_by_size(calls, budget);

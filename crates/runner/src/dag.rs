@@ -226,11 +226,12 @@ fn topological_order(job: &Job, deps: &[Vec<usize>]) -> Result<Vec<usize>, Error
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hsync_protocol::Value;
 
-    fn node(id: &str, op: &str, args: &[(&str, Arg)]) -> Node {
+    /// A job node from literal parts (shared by the session tests).
+    pub(crate) fn node(id: &str, op: &str, args: &[(&str, Arg)]) -> Node {
         Node {
             id: id.into(),
             op: op.into(),

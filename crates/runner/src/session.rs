@@ -383,13 +383,7 @@ mod tests {
     use super::*;
     use hsync_protocol::Arg;
 
-    fn node(id: &str, op: &str, args: &[(&str, Arg)]) -> Node {
-        Node {
-            id: id.into(),
-            op: op.into(),
-            args: args.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-        }
-    }
+    use crate::dag::tests::node;
 
     fn defs(nodes: &[Node]) -> Vec<Arc<OperatorDef>> {
         nodes

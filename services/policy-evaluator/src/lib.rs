@@ -55,6 +55,21 @@ impl Default for PolicyStore {
     }
 }
 
+/// Sets (or, with `None`, removes) the text a bucket key holds and returns what it held
+/// before; `None` for a key that is neither the schema nor a policy.
+fn set_text(texts: &mut Texts, key: &str, value: Option<String>) -> Option<Option<String>> {
+    if key == POLICY_SCHEMA_KEY {
+        Some(std::mem::replace(&mut texts.1, value))
+    } else if let Some(id) = key.strip_prefix(POLICY_KEY_PREFIX) {
+        Some(match value {
+            Some(text) => texts.0.insert(id.to_string(), text),
+            None => texts.0.remove(id),
+        })
+    } else {
+        None
+    }
+}
+
 fn build(texts: &Texts) -> Result<PolicyEngine, hsync_policy::PolicyError> {
     if texts.0.is_empty() {
         Ok(PolicyEngine::permit_all())
@@ -68,14 +83,7 @@ impl PolicyStore {
     /// the engine; a change that does not build is rejected and the running set stays.
     pub fn apply(&self, key: &str, value: Option<String>) {
         let mut t = self.texts.write().unwrap_or_else(|p| p.into_inner());
-        let previous = if key == POLICY_SCHEMA_KEY {
-            std::mem::replace(&mut t.1, value)
-        } else if let Some(id) = key.strip_prefix(POLICY_KEY_PREFIX) {
-            match value {
-                Some(text) => t.0.insert(id.to_string(), text),
-                None => t.0.remove(id),
-            }
-        } else {
+        let Some(previous) = set_text(&mut t, key, value) else {
             return;
         };
         if self.loading.load(Ordering::Acquire) {
@@ -85,14 +93,7 @@ impl PolicyStore {
             Ok(engine) => self.install(engine, &format!("a change to `{key}`")),
             Err(e) if self.healthy.load(Ordering::Acquire) => {
                 // Roll back: the texts must stay those of the running set.
-                if key == POLICY_SCHEMA_KEY {
-                    t.1 = previous;
-                } else if let Some(id) = key.strip_prefix(POLICY_KEY_PREFIX) {
-                    match previous {
-                        Some(text) => t.0.insert(id.to_string(), text),
-                        None => t.0.remove(id),
-                    };
-                }
+                set_text(&mut t, key, previous);
                 self.rejected_changes.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("policy change to `{key}` rejected; keeping the running set: {e}");
             }
