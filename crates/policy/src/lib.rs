@@ -136,31 +136,7 @@ use tracing::{debug, warn};
 /// context attributes are optional examples — a deployment adds its operators'
 /// parameters here, and policies must test them with `has` before use
 /// (`context has dimension && context.dimension < 64`).
-pub const DEFAULT_SCHEMA: &str = r#"namespace Hsync {
-  // The job's submitter.
-  entity User;
-  // A capability an operator declares; operators are its members.
-  entity Capability;
-  entity Operator in [Capability] {
-    capabilities: Set<String>,
-  };
-
-  type StepContext = {
-    job_id: String,
-    node_id: String,
-    // Example parameters; extend with your operators' own.
-    dimension?: Long,
-    curvature?: decimal,
-  };
-
-  // "pre" runs before the operator, "post" after it.
-  action pre, post appliesTo {
-    principal: [User],
-    resource: [Operator],
-    context: StepContext,
-  };
-}
-"#;
+pub const DEFAULT_SCHEMA: &str = include_str!("default_schema.cedarschema");
 
 /// Largest accepted policy text, in bytes. Real policies are a few hundred
 /// bytes. The cap bounds parse time, and also AST depth: a bracket-free chain

@@ -38,6 +38,9 @@ pub struct PolicyStore {
     denials: AtomicU64,
     reloads: AtomicU64,
     rejected_changes: AtomicU64,
+    /// The last policy-bucket revision this replica has processed (accepted or
+    /// rejected): a writer waits for every replica to reach its write's revision.
+    applied_revision: AtomicU64,
 }
 
 impl Default for PolicyStore {
@@ -51,6 +54,7 @@ impl Default for PolicyStore {
             denials: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             rejected_changes: AtomicU64::new(0),
+            applied_revision: AtomicU64::new(0),
         }
     }
 }
@@ -166,6 +170,7 @@ impl PolicyStore {
             "reloads": self.reloads.load(Ordering::Relaxed),
             "rejected_changes": self.rejected_changes.load(Ordering::Relaxed),
             "healthy": self.healthy.load(Ordering::Relaxed),
+            "applied_revision": self.applied_revision.load(Ordering::Acquire),
         })
     }
 }
@@ -192,6 +197,7 @@ pub async fn load_and_follow(store: Arc<PolicyStore>, bucket: kv::Store) -> anyh
         }
     }
     store.finish_loading();
+    store.applied_revision.store(last_revision, Ordering::Release);
     tokio::spawn(async move {
         loop {
             while let Some(entry) = watch.next().await {
@@ -199,6 +205,7 @@ pub async fn load_and_follow(store: Arc<PolicyStore>, bucket: kv::Store) -> anyh
                     Ok(e) => {
                         last_revision = last_revision.max(e.revision);
                         apply_entry(&store, &e);
+                        store.applied_revision.fetch_max(e.revision, Ordering::AcqRel);
                     }
                     Err(e) => tracing::warn!("policy watch: {e}"),
                 }
