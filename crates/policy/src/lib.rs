@@ -115,19 +115,24 @@
 //! assert_eq!(decision.policies, ["small-embeddings"]);
 //! ```
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::str::FromStr;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    SchemaFragment, ValidationMode, Validator,
+    EntityTypeName, Policy, PolicyId, PolicySet, RestrictedExpression, Schema, SchemaFragment,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tracing::{debug, warn};
+use tracing::warn;
+
+mod cache;
+mod engine;
+
+pub use cache::{CacheStats, DecisionCache, Outcome, PolicyKey, StateHash};
+pub use engine::{EngineOptions, PolicyEngine};
 
 /// A Cedar schema (human-readable syntax) for the mapping described in the
 /// crate documentation.
@@ -225,6 +230,9 @@ pub struct Decision {
     /// Problems with the request itself (e.g. an unrepresentable context
     /// value) are reported as `"request: <message>"`.
     pub errors: Vec<String>,
+    /// Every policy's outcome came from the decision cache.
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// Why a policy, policy set or schema was rejected. The `Display` output
@@ -271,33 +279,6 @@ impl PolicyError {
             PolicyError::Schema { .. } => None,
         }
     }
-}
-
-/// Evaluates steps against a parsed (and, with a schema, validated) policy set.
-///
-/// Build it once per policy revision and share it (it is `Send + Sync`);
-/// [`PolicyEngine::evaluate`] only builds the request and runs Cedar.
-pub struct PolicyEngine {
-    /// `None` is the permit-all engine used when no policy is stored.
-    loaded: Option<Loaded>,
-    /// Set for the fail-closed engine: every step is denied with this reason.
-    deny_reason: Option<String>,
-}
-
-struct Loaded {
-    policies: PolicySet,
-    /// In the order given, for [`PolicyEngine::policy_ids`].
-    ids: Vec<String>,
-    schema: Option<Schema>,
-    /// Declared context attributes for `pre` and `post` (indexed by
-    /// [`Stage::index`]); `None` when there is no schema or its context type
-    /// could not be read, in which case the context is passed through whole.
-    context_shapes: [Option<ContextShape>; 2],
-    authorizer: Authorizer,
-    user_type: EntityTypeName,
-    operator_type: EntityTypeName,
-    capability_type: EntityTypeName,
-    actions: [EntityUid; 2],
 }
 
 /// Top-level context attributes a schema declares for one action.
@@ -350,311 +331,6 @@ impl DeclaredType {
     }
 }
 
-impl std::fmt::Debug for PolicyEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(reason) = &self.deny_reason {
-            return write!(f, "PolicyEngine(deny-all: {reason})");
-        }
-        match &self.loaded {
-            None => f.write_str("PolicyEngine(permit-all)"),
-            Some(l) => f
-                .debug_struct("PolicyEngine")
-                .field("policies", &l.ids)
-                .field("schema", &l.schema.is_some())
-                .finish(),
-        }
-    }
-}
-
-impl PolicyEngine {
-    /// The engine used when no policy is stored: every step is allowed, and
-    /// the decision names [`DEFAULT_NO_POLICIES`].
-    pub fn permit_all() -> Self {
-        Self {
-            loaded: None,
-            deny_reason: None,
-        }
-    }
-
-    /// The fail-closed engine, for when the stored policies cannot be loaded (e.g. the
-    /// stored set does not validate): every step is denied, and the decision's errors say
-    /// why.
-    pub fn deny_all(reason: impl Into<String>) -> Self {
-        Self {
-            loaded: None,
-            deny_reason: Some(reason.into()),
-        }
-    }
-
-    /// Parses every `(id, cedar text)` pair once; with a `schema` (Cedar
-    /// human-readable syntax) also validates them strictly.
-    ///
-    /// Each text must hold exactly one static policy, which keeps its id.
-    /// Fails on the first bad policy, naming it.
-    pub fn new(
-        policies: impl IntoIterator<Item = (String, String)>,
-        schema: Option<&str>,
-    ) -> Result<Self, PolicyError> {
-        let schema = schema.map(load_schema).transpose()?;
-        let mut set = PolicySet::new();
-        let mut ids = Vec::new();
-        for (id, text) in policies {
-            let policy = parse_single(&id, &text)?;
-            if set.add(policy).is_err() {
-                // The only way adding a fresh static policy fails is a clash of ids.
-                return Err(PolicyError::DuplicateId { id });
-            }
-            ids.push(id);
-        }
-
-        let mut context_shapes = [None, None];
-        if let Some((schema, src)) = &schema {
-            validate_set(schema, &set, &ids)?;
-            context_shapes = [
-                context_shape(src, Stage::Pre),
-                context_shape(src, Stage::Post),
-            ];
-        }
-
-        let action = |stage: Stage| {
-            EntityUid::from_type_name_and_id(
-                type_name(&format!("{NAMESPACE}::Action")),
-                EntityId::new(stage.action_id()),
-            )
-        };
-        Ok(Self {
-            deny_reason: None,
-            loaded: Some(Loaded {
-                policies: set,
-                ids,
-                schema: schema.map(|(s, _)| s),
-                context_shapes,
-                authorizer: Authorizer::new(),
-                user_type: type_name(USER_TYPE),
-                operator_type: type_name(OPERATOR_TYPE),
-                capability_type: type_name(CAPABILITY_TYPE),
-                actions: [action(Stage::Pre), action(Stage::Post)],
-            }),
-        })
-    }
-
-    /// Ids of the loaded policies, in the order given to [`PolicyEngine::new`]
-    /// (empty for the permit-all engine).
-    pub fn policy_ids(&self) -> Vec<String> {
-        self.loaded
-            .as_ref()
-            .map(|l| l.ids.clone())
-            .unwrap_or_default()
-    }
-
-    /// Decides one step. Never panics on hostile input; anything that cannot
-    /// be evaluated cleanly is denied with an explanation in
-    /// [`Decision::errors`].
-    pub fn evaluate(&self, input: &EvalInput) -> Decision {
-        if let Some(reason) = &self.deny_reason {
-            return Decision {
-                allowed: false,
-                policies: vec![DEFAULT_DENY.to_string()],
-                errors: vec![format!("policy set: {reason}")],
-            };
-        }
-        let Some(loaded) = &self.loaded else {
-            return Decision {
-                allowed: true,
-                policies: vec![DEFAULT_NO_POLICIES.to_string()],
-                errors: Vec::new(),
-            };
-        };
-        let decision = loaded.evaluate(input);
-        if decision.errors.is_empty() {
-            debug!(
-                principal = input.principal,
-                operator = input.operator,
-                stage = input.stage.action_id(),
-                allowed = decision.allowed,
-                policies = ?decision.policies,
-                "policy decision"
-            );
-        } else {
-            warn!(
-                principal = input.principal,
-                operator = input.operator,
-                stage = input.stage.action_id(),
-                errors = ?decision.errors,
-                "policy evaluation failed; denying"
-            );
-        }
-        decision
-    }
-}
-
-impl Loaded {
-    fn evaluate(&self, input: &EvalInput) -> Decision {
-        let (request, entities) = match self.build(input) {
-            Ok(built) => built,
-            Err(message) => {
-                return Decision {
-                    allowed: false,
-                    policies: vec![DEFAULT_DENY.to_string()],
-                    errors: vec![format!("{REQUEST_ERROR_ID}: {message}")],
-                }
-            }
-        };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
-
-        let mut errors = Vec::new();
-        let mut erring = BTreeSet::new();
-        for error in response.diagnostics().errors() {
-            match error {
-                AuthorizationError::PolicyEvaluationError(e) => {
-                    let id = e.policy_id().to_string();
-                    errors.push(format!("{id}: {}", render(e.inner(), None)));
-                    erring.insert(id);
-                }
-                // Fail closed on any future kind of error too.
-                #[allow(unreachable_patterns)]
-                other => errors.push(format!("{REQUEST_ERROR_ID}: {}", render(other, None))),
-            }
-        }
-        let reasons: BTreeSet<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        let cedar_allowed = response.decision() == CedarDecision::Allow;
-
-        if !errors.is_empty() {
-            errors.sort();
-            // The permits that matched do not decide a failed-closed deny; the
-            // erring policies do, along with any forbid that matched.
-            let mut policies = erring;
-            if !cedar_allowed {
-                policies.extend(reasons);
-            }
-            let mut policies: Vec<String> = policies.into_iter().collect();
-            if policies.is_empty() {
-                policies.push(DEFAULT_DENY.to_string());
-            }
-            return Decision {
-                allowed: false,
-                policies,
-                errors,
-            };
-        }
-        let mut policies: Vec<String> = reasons.into_iter().collect();
-        if policies.is_empty() {
-            // Only a deny can have no reason: nothing matched.
-            policies.push(DEFAULT_DENY.to_string());
-        }
-        Decision {
-            allowed: cedar_allowed,
-            policies,
-            errors,
-        }
-    }
-
-    fn build(&self, input: &EvalInput) -> Result<(Request, Entities), String> {
-        let stage = input.stage.index();
-        let shape = self.context_shapes[stage].as_ref();
-
-        let mut budget = MAX_CONTEXT_VALUES;
-        let mut pairs = Vec::with_capacity(input.context.len());
-        for (key, value) in input.context {
-            let declared = match shape {
-                // Not declared for this action: no validated policy can read it.
-                Some(shape) => match shape.attrs.get(key) {
-                    Some(attr) => attr.ty,
-                    None => continue,
-                },
-                None => DeclaredType::Other,
-            };
-            if !value.is_null() && !declared.accepts(value) {
-                return Err(format!(
-                    "context.{key}: the schema declares {declared:?}, got {}",
-                    json_kind(value)
-                ));
-            }
-            let declared_decimal = declared == DeclaredType::Decimal;
-            let converted = if declared_decimal && is_integer(value) {
-                // The schema says decimal; accept producers that sent `3` for `3.0`.
-                Some(RestrictedExpression::new_decimal(format!("{value}.0")))
-            } else {
-                to_cedar(value, 2, &mut budget).map_err(|e| e.at(key).to_string())?
-            };
-            if let Some(expr) = converted {
-                pairs.push((key.clone(), expr));
-            }
-        }
-        if let Some(shape) = shape {
-            // Cedar's own message for this names no attribute; say which.
-            let mut missing: Vec<&str> = shape
-                .attrs
-                .iter()
-                .filter(|(name, attr)| {
-                    attr.required && input.context.get(*name).is_none_or(Value::is_null)
-                })
-                .map(|(name, _)| name.as_str())
-                .collect();
-            if !missing.is_empty() {
-                missing.sort_unstable();
-                return Err(format!(
-                    "context lacks attribute(s) the schema requires for `{}`: {}",
-                    input.stage.action_id(),
-                    missing.join(", ")
-                ));
-            }
-        }
-        let context = Context::from_pairs(pairs).map_err(|e| render(&e, None))?;
-
-        let principal = EntityUid::from_type_name_and_id(
-            self.user_type.clone(),
-            EntityId::new(input.principal),
-        );
-        let resource = EntityUid::from_type_name_and_id(
-            self.operator_type.clone(),
-            EntityId::new(input.operator),
-        );
-        let action = self.actions[stage].clone();
-        let schema = self.schema.as_ref();
-        let request = Request::new(principal.clone(), action, resource.clone(), context, schema)
-            .map_err(|e| render(&e, None))?;
-
-        let capabilities: BTreeSet<&str> = input.capabilities.iter().map(String::as_str).collect();
-        let cap_uids: Vec<EntityUid> = capabilities
-            .iter()
-            .map(|c| {
-                EntityUid::from_type_name_and_id(self.capability_type.clone(), EntityId::new(c))
-            })
-            .collect();
-        let operator = Entity::new(
-            resource,
-            HashMap::from([(
-                CAPABILITIES_ATTR.to_string(),
-                RestrictedExpression::new_set(
-                    capabilities
-                        .iter()
-                        .map(|c| RestrictedExpression::new_string((*c).to_string())),
-                ),
-            )]),
-            cap_uids.iter().cloned().collect::<HashSet<_>>(),
-        )
-        .map_err(|e| render(&e, None))?;
-        let entities = Entities::from_entities(
-            std::iter::once(Entity::new_no_attrs(principal, HashSet::new()))
-                .chain(std::iter::once(operator))
-                .chain(
-                    cap_uids
-                        .into_iter()
-                        .map(|uid| Entity::new_no_attrs(uid, HashSet::new())),
-                ),
-            schema,
-        )
-        .map_err(|e| render(&e, None))?;
-        Ok((request, entities))
-    }
-}
 
 /// Parses `text` as one static policy with id `id`; with a `schema` (Cedar
 /// human-readable syntax) also validates it strictly.

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hsync_bus::{streams, Bus, BusConfig, Shutdown};
-use policy_evaluator::PolicyStore;
+use policy_evaluator::{EvaluatorConfig, PolicyStore};
 
 #[derive(Parser, Debug)]
 #[command(name = "policy-evaluator", version, about = "Evaluates HyperSync's Cedar policies")]
 struct Args {
     #[command(flatten)]
     bus: BusConfig,
+    #[command(flatten)]
+    evaluator: EvaluatorConfig,
 }
 
 #[tokio::main]
@@ -21,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
 
     let bus = Arc::new(Bus::connect(&args.bus, "policy-evaluator").await?);
     let bucket = streams::policies_bucket(&bus.jetstream(), bus.names()).await?;
-    let store = Arc::new(PolicyStore::default());
+    let store = Arc::new(PolicyStore::new(args.evaluator.clone()));
     policy_evaluator::load_and_follow(store.clone(), bucket).await?;
 
     tracing::info!(nats = %args.bus.nats_url, "policy-evaluator ready");

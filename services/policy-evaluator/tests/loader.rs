@@ -51,7 +51,9 @@ fn an_invalid_stored_set_fails_closed_until_fixed() {
     let d = store.evaluate(&query("alice"));
     assert!(!d.allowed, "a broken stored set must not permit");
     assert!(d.errors.iter().any(|e| e.contains("broken")), "the reason names the policy: {:?}", d.errors);
+    store.warm_up();
     assert_eq!(store.stats_json()["healthy"], false);
+    assert_eq!(store.stats_json()["invalid_policies"], serde_json::json!(["broken"]));
     // Deleting the broken policy makes the set valid again.
     store.apply(&key("broken"), None);
     assert!(store.evaluate(&query("alice")).allowed);
