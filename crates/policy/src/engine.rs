@@ -73,6 +73,10 @@ struct SchemaInfo {
 struct Loaded {
     schema: Option<Arc<SchemaInfo>>,
     policies: Vec<Arc<LazyPolicy>>,
+    /// Indices of the policies scoped to one principal, by principal; a request needs
+    /// only its principal's and the unscoped ones (the others cannot match it).
+    scoped: HashMap<String, Vec<usize>>,
+    unscoped: Vec<usize>,
     options: EngineOptions,
     authorizer: Authorizer,
     user_type: EntityTypeName,
@@ -86,6 +90,8 @@ struct LazyPolicy {
     id: String,
     text: String,
     key: PolicyKey,
+    /// The one principal the policy applies to, when its scope says so.
+    principal: Option<String>,
     compiled: OnceLock<Result<Compiled, PolicyError>>,
 }
 
@@ -109,6 +115,7 @@ impl LazyPolicy {
     fn new(id: String, text: String, schema: Option<&SchemaInfo>) -> Self {
         let key = policy_key(&id, &text, schema);
         LazyPolicy {
+            principal: principal_scope(&text),
             id,
             text,
             key,
@@ -190,6 +197,38 @@ fn context_reads(text: &str) -> Reads {
         }
     }
     Reads::Attrs(attrs.into_iter().collect())
+}
+
+fn index_scoped(policies: &[Arc<LazyPolicy>]) -> HashMap<String, Vec<usize>> {
+    let mut scoped: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, p) in policies.iter().enumerate() {
+        if let Some(principal) = &p.principal {
+            scoped.entry(principal.clone()).or_default().push(i);
+        }
+    }
+    scoped
+}
+
+fn index_unscoped(policies: &[Arc<LazyPolicy>]) -> Vec<usize> {
+    (0..policies.len()).filter(|&i| policies[i].principal.is_none()).collect()
+}
+
+/// `Some(id)` when the text starts `permit|forbid(principal == Hsync::User::"id",`: such
+/// a policy cannot match a request by any other principal, so it need not even be
+/// parsed for one. Read from the tokens, before Cedar parses the text; anything else
+/// (an annotation, `in`, an escape in the id) is not indexed and is evaluated for
+/// every request. A text that is not valid Cedar is only asked about its principal's
+/// steps (and reported by the warm-up).
+fn principal_scope(text: &str) -> Option<String> {
+    use Token::{Ident, Punct, Str};
+    match tokens(text).as_slice() {
+        [Ident("permit" | "forbid"), Punct('('), Ident("principal"), Punct('='), Punct('='), Ident("Hsync"), Punct(':'), Punct(':'), Ident("User"), Punct(':'), Punct(':'), Str(id), Punct(','), ..]
+            if !id.contains('\\') =>
+        {
+            Some(id.to_string())
+        }
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +378,8 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             mode: Mode::Loaded(Box::new(Loaded {
                 schema,
+                scoped: index_scoped(&list),
+                unscoped: index_unscoped(&list),
                 policies: list,
                 options,
                 authorizer: Authorizer::new(),
@@ -502,6 +543,8 @@ impl Loaded {
     fn with_policies(&self, policies: Vec<Arc<LazyPolicy>>) -> Loaded {
         Loaded {
             schema: self.schema.clone(),
+            scoped: index_scoped(&policies),
+            unscoped: index_unscoped(&policies),
             policies,
             options: self.options,
             authorizer: Authorizer::new(),
@@ -533,7 +576,9 @@ impl Loaded {
         // Forbids first: with fail-fast, a matching forbid settles the decision before
         // any permit is looked at. A policy that does not parse counts as an error.
         let schema = self.schema.as_deref();
-        let (forbids, permits): (Vec<usize>, Vec<usize>) = (0..self.policies.len())
+        let candidates = self.candidates(input.principal);
+        let (forbids, permits): (Vec<usize>, Vec<usize>) = candidates
+            .into_iter()
             .partition(|&i| self.policies[i].compiled(schema).map_or(true, |c| c.forbid));
         let stop = AtomicBool::new(false);
         let eval = |index: usize, memo: &mut HashMap<&'s Reads, StateHash>| -> Option<Verdict> {
@@ -564,6 +609,18 @@ impl Loaded {
             verdicts.extend(run(&permits));
         }
         self.combine(verdicts)
+    }
+
+    /// The policies that can match a request by `principal`, in the order given.
+    fn candidates(&self, principal: &str) -> Vec<usize> {
+        match self.scoped.get(principal) {
+            None => self.unscoped.clone(),
+            Some(own) => {
+                let mut all: Vec<usize> = self.unscoped.iter().chain(own).copied().collect();
+                all.sort_unstable();
+                all
+            }
+        }
     }
 
     fn combine(&self, verdicts: Vec<Verdict>) -> Decision {
@@ -869,5 +926,15 @@ mod tests {
         assert_eq!(reads(r#"context == {"a": 1}"#), Reads::Whole);
         assert_eq!(reads("if true then context else context"), Reads::Whole);
         assert_eq!(reads("principal.context"), Reads::Whole);
+    }
+
+    #[test]
+    fn principal_scope_only_for_the_exact_form() {
+        assert_eq!(principal_scope(r#"forbid (principal == Hsync::User::"bob" , action, resource);"#), Some("bob".into()));
+        assert_eq!(principal_scope("permit(principal == Hsync::User::\"a\\\"b\", action, resource);"), None);
+        assert_eq!(principal_scope(r#"@id("x") permit(principal == Hsync::User::"bob", action, resource);"#), None);
+        assert_eq!(principal_scope(r#"permit(principal in Hsync::User::"bob", action, resource);"#), None);
+        assert_eq!(principal_scope(r#"permit(principal, action, resource);"#), None);
+        assert_eq!(principal_scope(r#"permit(principal == Other::User::"bob", action, resource);"#), None);
     }
 }

@@ -23,6 +23,12 @@ use serde_json::json;
 /// A realistic set: a baseline permit guarded by curvature, capability rules, and
 /// `n - 3` principal-specific rules (half permits, half forbids).
 fn policies(n: usize) -> Vec<(String, String)> {
+    policies_scoped(n, true)
+}
+
+/// `scoped`: the rules name one principal each (the evaluator indexes them by principal);
+/// otherwise they test the context, so every rule is evaluated for every step.
+fn policies_scoped(n: usize, scoped: bool) -> Vec<(String, String)> {
     let mut out = vec![(
         "curvature-bound".to_string(),
         r#"permit(principal, action, resource in Hsync::Capability::"geometry")
@@ -43,10 +49,12 @@ fn policies(n: usize) -> Vec<(String, String)> {
     }
     for i in out.len()..n {
         let effect = if i % 2 == 0 { "forbid" } else { "permit" };
-        out.push((
-            format!("rule-{i:05}"),
-            format!(r#"{effect}(principal == Hsync::User::"user{i}", action, resource) when {{ context has curvature && context.curvature.greaterThan(decimal("0.{i}")) }};"#),
-        ));
+        let text = if scoped {
+            format!(r#"{effect}(principal == Hsync::User::"user{i}", action, resource) when {{ context has curvature && context.curvature.greaterThan(decimal("0.{i}")) }};"#)
+        } else {
+            format!(r#"{effect}(principal, action, resource) when {{ context has curvature && context.curvature.greaterThan(decimal("{}.5")) }};"#, 100 + i)
+        };
+        out.push((format!("rule-{i:05}"), text));
     }
     out
 }
@@ -59,8 +67,12 @@ fn context(job: usize, curvature: f64) -> serde_json::Map<String, serde_json::Va
 }
 
 fn engine(n: usize, fail_fast: bool) -> PolicyEngine {
+    engine_scoped(n, fail_fast, true)
+}
+
+fn engine_scoped(n: usize, fail_fast: bool, scoped: bool) -> PolicyEngine {
     let options = EngineOptions { fail_fast, ..EngineOptions::default() };
-    PolicyEngine::new_with(policies(n), Some(DEFAULT_SCHEMA), options).expect("bench policies validate")
+    PolicyEngine::new_with(policies_scoped(n, scoped), Some(DEFAULT_SCHEMA), options).expect("bench policies validate")
 }
 
 /// Mean microseconds per decision over `n` decisions.
@@ -136,17 +148,17 @@ async fn main() -> anyhow::Result<()> {
     // 3. 1 vs 1000 policies, fail-fast on/off, allowed (alice) and denied (mallory) steps.
     let ctx = context(1, 1.5);
     let mut scaling = Vec::new();
-    for n in [1usize, 1000] {
+    for (n, scoped) in [(1usize, true), (1000, true), (1000, false)] {
         for fail_fast in [true, false] {
-            let e = engine(n, fail_fast);
-            let reps = if n == 1 { 20_000 } else { 300 };
+            let e = engine_scoped(n, fail_fast, scoped);
+            let reps = if n == 1 || scoped { 20_000 } else { 300 };
             let allow_us = time_decisions(reps, |_| {
                 decide(&e, "alice", &ctx, None);
             });
             let deny_us = time_decisions(reps, |_| {
                 decide(&e, "mallory", &ctx, None);
             });
-            scaling.push(json!({"policies": n, "fail_fast": fail_fast, "allow_us": allow_us, "deny_us": deny_us}));
+            scaling.push(json!({"policies": n, "scoped_by_principal": scoped, "fail_fast": fail_fast, "allow_us": allow_us, "deny_us": deny_us}));
         }
     }
     report.insert("policies_and_fail_fast".into(), json!(scaling));
@@ -228,11 +240,11 @@ async fn main() -> anyhow::Result<()> {
         r["cache"]["speedup"].as_f64().unwrap_or(0.0),
         100.0 * r["cache"]["hit_rate"].as_f64().unwrap_or(0.0)
     );
-    println!("{:>9} {:>10} {:>12} {:>12}", "policies", "fail-fast", "allow µs", "deny µs");
+    println!("{:>9} {:>8} {:>10} {:>12} {:>12}", "policies", "scoped", "fail-fast", "allow µs", "deny µs");
     for s in r["policies_and_fail_fast"].as_array().into_iter().flatten() {
         println!(
-            "{:>9} {:>10} {:>12.2} {:>12.2}",
-            s["policies"], s["fail_fast"], s["allow_us"].as_f64().unwrap_or(0.0), s["deny_us"].as_f64().unwrap_or(0.0)
+            "{:>9} {:>8} {:>10} {:>12.2} {:>12.2}",
+            s["policies"].to_string(), s["scoped_by_principal"].to_string(), s["fail_fast"].to_string(), s["allow_us"].as_f64().unwrap_or(0.0), s["deny_us"].as_f64().unwrap_or(0.0)
         );
     }
     for s in r["startup"].as_array().into_iter().flatten() {
