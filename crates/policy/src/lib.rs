@@ -85,7 +85,30 @@
 //! [`Decision::policies`] names the policies that decided: the matching
 //! `permit`s for an allow, the matching `forbid`s (and erring policies) for a
 //! deny, or `default:deny` when nothing matched and `default:no-policies` for
-//! the permit-all engine.
+//! the permit-all engine. With [`EngineOptions::fail_fast`] (the default) a
+//! deny names the first matching `forbid` or erring policy found, since
+//! evaluation stops there; without it, all of them.
+//!
+//! # Evaluation
+//!
+//! Each policy is evaluated on its own and the outcomes are combined by the
+//! rules above (this is what Cedar does for a set; doing it per policy lets
+//! outcomes be cached and work be cut short):
+//!
+//! * **Lazy parsing** ([`PolicyEngine::lazy`]): a policy is parsed and
+//!   validated the first time a request needs it. Policies whose scope names
+//!   one principal (`principal == Hsync::User::"x"`) are indexed by it and
+//!   are not even parsed for other principals' requests.
+//! * **Forbids first, fail-fast**: forbids are evaluated before permits, and
+//!   the first forbid that matches (or policy that errs) stops the rest.
+//! * **Parallel**: from [`EngineOptions::parallel_min`] policies on, on the
+//!   rayon pool.
+//! * **Decision cache** ([`DecisionCache`], through
+//!   [`PolicyEngine::evaluate_cached`]): each policy's outcome is kept under
+//!   (policy key, state hash). The policy key hashes the id, the text and the
+//!   schema, so a new version never sees an old version's outcomes; the state
+//!   hash covers the principal, stage, operator, capabilities and only the
+//!   context attributes the policy mentions.
 //!
 //! # Example
 //!
