@@ -12,7 +12,7 @@
 //! | `principal` | `Hsync::User::"<submitter>"`: the user who submitted the job (no attributes) |
 //! | `action`    | `Hsync::Action::"pre"` before the operator runs, `Hsync::Action::"post"` after |
 //! | `resource`  | `Hsync::Operator::"<operator id>"` (see below)                             |
-//! | `context`   | the step state: `job_id`, `node_id`, numeric parameters, argument sizes, and for `post` a summary of the output |
+//! | `context`   | the step state, flat: `job_id`, `node_id`, each numeric argument by name, `arg_count`, `input_size`, `dimension`, `max_point_norm`, and for `post` `output_size`/`output_norm`/`output_value` (docs/POLICIES.md) |
 //!
 //! The operator entity carries its capabilities twice, so policies can use
 //! whichever reads best:

@@ -22,8 +22,9 @@ pub struct PolicyQuery {
     pub operator: String,
     #[serde(default)]
     pub capabilities: Vec<String>,
-    /// Step state: job_id, node_id, argument sizes and numeric parameters; for
-    /// post-conditions a summary of the output.
+    /// Step state, flat: job_id, node_id, arg_count, input_size, dimension,
+    /// max_point_norm, each numeric argument by name, and for post-conditions
+    /// output_size/output_norm/output_value. See docs/POLICIES.md.
     #[serde(default)]
     pub context: BTreeMap<String, Value>,
 }

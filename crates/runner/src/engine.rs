@@ -11,7 +11,7 @@ use hsync_client::batch::BatchConfig;
 use hsync_client::{BatchingOperatorClient, BatchingPolicyClient, IndexClient};
 use hsync_operators::{canonical_hash, kind_mismatch, Args};
 use hsync_protocol::job::{ExtendJob, Job, JobResult, JobStatus, Node, NodeReport, NodeStatus};
-use hsync_protocol::operator::{OperatorCall, OperatorDef, Provider};
+use hsync_protocol::operator::{ArgKind, OperatorCall, OperatorDef, Provider};
 use hsync_protocol::policy::{PolicyDecision, PolicyQuery, Stage};
 use hsync_protocol::record::{OperationRecord, Outcome};
 use hsync_protocol::{Arg, ErrorCode, ErrorReply, Hash32, Value};
@@ -657,7 +657,7 @@ impl Engine {
         inputs_hash: [u8; 32],
         decided_by: &mut Vec<String>,
     ) -> Result<(Value, bool), ErrorReply> {
-        let mut context = step_context(ctx, node_id, args);
+        let mut context = step_context(ctx, node_id, def, args);
         self.check_policy(ctx, def, Stage::Pre, context.clone(), decided_by, node_id).await?;
 
         let (output, hit) = if def.deterministic && def.cacheable {
@@ -672,13 +672,7 @@ impl Engine {
             (self.execute(ctx, node_id, def, args).await?, false)
         };
 
-        context.insert("output_size".into(), Value::Int(output.approx_size() as i64));
-        if let Some(v) = output.as_vector() {
-            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            context.insert("output_norm".into(), Value::Float(norm));
-        } else if let Some(x) = output.as_f64() {
-            context.insert("output_value".into(), Value::Float(x));
-        }
+        add_output_summary(&mut context, &output);
         self.check_policy(ctx, def, Stage::Post, context, decided_by, node_id).await?;
         Ok((output, hit))
     }
@@ -811,29 +805,160 @@ fn resolve_args(job: &Job, i: usize, state: &[NodeState], def: &OperatorDef) -> 
     Ok(out)
 }
 
-/// The policy context of a step: ids, argument shapes and numeric parameters.
-fn step_context(ctx: &JobCtx, node_id: &str, args: &Args) -> BTreeMap<String, Value> {
+/// Context attributes the runner computes itself. An argument of the same name is not
+/// copied: a policy reading `input_size` must get the measured size, not one a job chose.
+/// (`dimension` is not here: an argument named so states the same fact, so it wins.)
+const RESERVED_CONTEXT_NAMES: [&str; 8] = [
+    "job_id",
+    "node_id",
+    "arg_count",
+    "input_size",
+    "max_point_norm",
+    "output_size",
+    "output_norm",
+    "output_value",
+];
+
+/// The points an argument carries, read in place (the context is built for every step).
+enum Points {
+    /// A vector: its length and Euclidean norm.
+    Vector { len: usize, norm: f64 },
+    /// A matrix: its row width and the largest row norm (`None` without rows).
+    Matrix { cols: usize, max_norm: Option<f64> },
+}
+
+fn norm(x: &[f64]) -> f64 {
+    x.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+/// Norm of a vector-shaped value (a 1-D tensor or an array of numbers), else `None`.
+fn vector_norm(v: &Value) -> Option<f64> {
+    match v {
+        Value::Tensor(t) if t.shape().len() == 1 => Some(norm(t.data())),
+        Value::Array(items) => array_norm(items),
+        _ => None,
+    }
+}
+
+/// Norm of an array of numbers; `None` if any element is not a number.
+fn array_norm(items: &[Value]) -> Option<f64> {
+    let mut sum = 0.0;
+    for item in items {
+        let x = item.as_f64()?;
+        sum += x * x;
+    }
+    Some(sum.sqrt())
+}
+
+/// The larger of two norms, where NaN wins: a point with a NaN coordinate must reach the
+/// policy (which then denies), not vanish behind `f64::max`, which ignores NaN.
+fn max_norm(acc: Option<f64>, n: f64) -> f64 {
+    match acc {
+        Some(m) if m.is_nan() || m >= n => m,
+        _ => n,
+    }
+}
+
+/// Same shapes as `Value::as_vector` / `Value::as_matrix` (a vector first, so `[]` is an
+/// empty vector), without copying the data.
+fn points(v: &Value) -> Option<Points> {
+    match v {
+        Value::Tensor(t) => match *t.shape() {
+            [len] => Some(Points::Vector { len, norm: norm(t.data()) }),
+            [rows, cols] => {
+                let max_norm = if rows == 0 {
+                    None
+                } else if cols == 0 {
+                    Some(0.0)
+                } else {
+                    t.data().chunks_exact(cols).map(norm).reduce(|m, n| max_norm(Some(m), n))
+                };
+                Some(Points::Matrix { cols, max_norm })
+            }
+            _ => None,
+        },
+        Value::Array(items) => {
+            if let Some(norm) = array_norm(items) {
+                return Some(Points::Vector { len: items.len(), norm });
+            }
+            let mut cols = None;
+            let mut acc = None;
+            for row in items {
+                let (len, n) = match row {
+                    Value::Tensor(t) if t.shape().len() == 1 => (t.data().len(), norm(t.data())),
+                    Value::Array(r) => (r.len(), array_norm(r)?),
+                    _ => return None,
+                };
+                if *cols.get_or_insert(len) != len {
+                    return None;
+                }
+                acc = Some(max_norm(acc, n));
+            }
+            // Not empty here: an empty array is a vector.
+            Some(Points::Matrix { cols: cols.unwrap_or(0), max_norm: acc })
+        }
+        _ => None,
+    }
+}
+
+/// The policy context of a step, flat: Cedar records in a schema are closed, so nested
+/// maps could not be declared and a schema-checked evaluator would drop them. See
+/// docs/POLICIES.md for what each attribute means and when it is present.
+fn step_context(ctx: &JobCtx, node_id: &str, def: &OperatorDef, args: &Args) -> BTreeMap<String, Value> {
     let mut c = BTreeMap::new();
     c.insert("job_id".into(), Value::Str(ctx.job_id.clone()));
     c.insert("node_id".into(), Value::Str(node_id.to_string()));
-    let mut params = BTreeMap::new();
-    let mut sizes = BTreeMap::new();
-    let mut dimension = None;
+    c.insert("arg_count".into(), Value::Int(args.len() as i64));
+    let mut input_size = 0usize;
+    let mut vector_dim = None;
+    let mut matrix_dim = None;
+    let mut point_norm = None;
     for (name, v) in args {
-        if let Some(x) = v.as_f64() {
-            params.insert(name.clone(), if let Value::Int(i) = v { Value::Int(*i) } else { Value::Float(x) });
+        input_size = input_size.saturating_add(v.approx_size());
+        if matches!(v, Value::Int(_) | Value::Float(_)) && !RESERVED_CONTEXT_NAMES.contains(&name.as_str()) {
+            // The operator's declared kind decides the Cedar type, so that `n: 4.0` is the
+            // Long a schema declares (not a deny for a non-integer) and `c: 1` the decimal.
+            let kind = def.args.iter().find(|s| &s.name == name).map(|s| s.kind);
+            let value = match (kind, v) {
+                (Some(ArgKind::Integer), Value::Float(_)) => v.as_i64().map_or_else(|| v.clone(), Value::Int),
+                (Some(ArgKind::Number), Value::Int(i)) => Value::Float(*i as f64),
+                _ => v.clone(),
+            };
+            c.insert(name.clone(), value);
         }
-        if let Some(vec) = v.as_vector() {
-            dimension.get_or_insert(vec.len());
+        match points(v) {
+            Some(Points::Vector { len, norm }) => {
+                vector_dim.get_or_insert(len);
+                point_norm = Some(max_norm(point_norm, norm));
+            }
+            Some(Points::Matrix { cols, max_norm: rows_norm }) => {
+                matrix_dim.get_or_insert(cols);
+                if let Some(n) = rows_norm {
+                    point_norm = Some(max_norm(point_norm, n));
+                }
+            }
+            None => {}
         }
-        sizes.insert(name.clone(), Value::Int(v.approx_size() as i64));
     }
-    c.insert("params".into(), Value::Map(params));
-    c.insert("arg_sizes".into(), Value::Map(sizes));
-    if let Some(d) = dimension {
-        c.insert("dimension".into(), Value::Int(d as i64));
+    c.insert("input_size".into(), Value::Int(input_size as i64));
+    if let Some(d) = vector_dim.or(matrix_dim) {
+        c.entry("dimension".into()).or_insert(Value::Int(d as i64));
+    }
+    if let Some(n) = point_norm {
+        // A NaN or infinite norm goes as is: the evaluator denies it with an error.
+        c.insert("max_point_norm".into(), Value::Float(n));
     }
     c
+}
+
+/// Adds the post-condition's output summary to a step context.
+fn add_output_summary(c: &mut BTreeMap<String, Value>, output: &Value) {
+    c.insert("output_size".into(), Value::Int(output.approx_size() as i64));
+    if let Some(n) = vector_norm(output) {
+        c.insert("output_norm".into(), Value::Float(n));
+    } else if let Some(x) = output.as_f64() {
+        c.insert("output_value".into(), Value::Float(x));
+    }
 }
 
 #[cfg(test)]
@@ -847,6 +972,152 @@ mod tests {
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(operation_id("ab", "c"), operation_id("a", "bc"));
         assert_eq!(operation_id("j", "a").len(), 32);
+    }
+
+    fn geodesic_def() -> OperatorDef {
+        let spec = |name: &str, kind| hsync_protocol::operator::ArgSpec { name: name.into(), kind, required: true };
+        OperatorDef {
+            id: "geo.geodesic".into(),
+            version: "1".into(),
+            capabilities: vec!["geometry".into(), "hyperbolic".into()],
+            deterministic: true,
+            cacheable: true,
+            provider: Provider::Builtin,
+            args: vec![
+                spec("x", ArgKind::Vector),
+                spec("y", ArgKind::Vector),
+                spec("n", ArgKind::Integer),
+                spec("c", ArgKind::Number),
+            ],
+            cost_hint: 1,
+            description: String::new(),
+        }
+    }
+
+    fn context_of(args: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        let ctx = JobCtx { job_id: "job-1".into(), submitter: "alice".into(), trace_id: String::new() };
+        let args: Args = args.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        step_context(&ctx, "path", &geodesic_def(), &args)
+    }
+
+    fn floats(xs: &[f64]) -> Value {
+        Value::Array(xs.iter().map(|x| Value::Float(*x)).collect())
+    }
+
+    fn float(c: &BTreeMap<String, Value>, key: &str) -> f64 {
+        match c.get(key) {
+            Some(Value::Float(x)) => *x,
+            other => panic!("`{key}` should be a float, is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn step_context_is_flat() {
+        let x = floats(&[0.3, 0.4]);
+        let y = Value::Tensor(hsync_protocol::Tensor::vector(vec![0.0, -0.6]));
+        let input_size = (x.approx_size() + y.approx_size() + 9 + 9) as i64;
+        let c = context_of(&[("x", x), ("y", y), ("n", Value::Int(4)), ("c", Value::Float(0.5))]);
+        let keys: Vec<&str> = c.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["arg_count", "c", "dimension", "input_size", "job_id", "max_point_norm", "n", "node_id"]
+        );
+        assert_eq!(c["job_id"], Value::Str("job-1".into()));
+        assert_eq!(c["node_id"], Value::Str("path".into()));
+        assert_eq!(c["arg_count"], Value::Int(4));
+        assert_eq!(c["input_size"], Value::Int(input_size));
+        assert_eq!(c["n"], Value::Int(4));
+        assert_eq!(c["c"], Value::Float(0.5));
+        assert_eq!(c["dimension"], Value::Int(2));
+        assert!((float(&c, "max_point_norm") - 0.6).abs() < 1e-12);
+        // Flat on the wire too: every attribute is a scalar, so a schema can declare it.
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(json.as_object().unwrap().values().all(|v| !v.is_object() && !v.is_array()), "{json}");
+
+        // Without points there is neither a dimension nor a norm to report.
+        let c = context_of(&[("n", Value::Int(4))]);
+        assert!(!c.contains_key("dimension") && !c.contains_key("max_point_norm"), "{c:?}");
+    }
+
+    #[test]
+    fn step_context_reserved_names_win() {
+        let c = context_of(&[
+            ("job_id", Value::Int(7)),
+            ("input_size", Value::Int(1)),
+            ("arg_count", Value::Int(0)),
+            ("max_point_norm", Value::Float(0.0)),
+            ("output_size", Value::Int(0)),
+            ("x", floats(&[3.0, 4.0])),
+        ]);
+        assert_eq!(c["job_id"], Value::Str("job-1".into()));
+        assert_eq!(c["arg_count"], Value::Int(6));
+        assert_eq!(c["input_size"], Value::Int(4 * 9 + floats(&[3.0, 4.0]).approx_size() as i64 + 9));
+        assert_eq!(float(&c, "max_point_norm"), 5.0);
+        // A post-condition attribute cannot be planted by a job in the pre context.
+        assert!(!c.contains_key("output_size"), "{c:?}");
+
+        // `dimension` is not reserved: an argument of that name says the same thing, and wins.
+        let c = context_of(&[("dimension", Value::Int(99)), ("x", floats(&[0.1, 0.2, 0.3]))]);
+        assert_eq!(c["dimension"], Value::Int(99));
+    }
+
+    #[test]
+    fn step_context_points_and_dimension() {
+        // The largest norm over the rows of a matrix tensor and of an array-of-arrays matrix.
+        let m = hsync_protocol::Tensor::matrix(3, 2, vec![0.3, 0.4, 0.0, 0.9, 0.1, 0.1]).unwrap();
+        let rows = Value::Array(vec![floats(&[0.2, 0.0]), floats(&[0.0, -0.95])]);
+        let c = context_of(&[("a", Value::Tensor(m.clone())), ("b", floats(&[0.1, 0.1, 0.1]))]);
+        assert!((float(&c, "max_point_norm") - 0.9).abs() < 1e-12, "{c:?}");
+        // A vector argument gives the dimension even when a matrix argument comes first.
+        assert_eq!(c["dimension"], Value::Int(3));
+        let c = context_of(&[("p", Value::Tensor(m)), ("q", rows)]);
+        assert!((float(&c, "max_point_norm") - 0.95).abs() < 1e-12, "{c:?}");
+        // No vector: the row width of the first matrix.
+        assert_eq!(c["dimension"], Value::Int(2));
+
+        // A NaN coordinate is not hidden by a larger finite norm: the evaluator must see it.
+        let c = context_of(&[("x", floats(&[f64::NAN, 0.0])), ("y", floats(&[0.5, 0.0]))]);
+        assert!(float(&c, "max_point_norm").is_nan(), "{c:?}");
+        let c = context_of(&[("x", floats(&[0.5, 0.0])), ("y", floats(&[f64::INFINITY, 0.0]))]);
+        assert_eq!(float(&c, "max_point_norm"), f64::INFINITY);
+        // A ragged array is no matrix, so it carries no points.
+        let ragged = Value::Array(vec![floats(&[0.1]), floats(&[0.1, 0.2])]);
+        let c = context_of(&[("edges", ragged)]);
+        assert!(!c.contains_key("max_point_norm") && !c.contains_key("dimension"), "{c:?}");
+    }
+
+    #[test]
+    fn step_context_follows_declared_kinds() {
+        // `n` is declared Integer and `c` Number: the context carries the Cedar type the
+        // schema declares whatever the job wrote. Undeclared arguments stay as given.
+        let c = context_of(&[("n", Value::Float(4.0)), ("c", Value::Int(1)), ("t", Value::Float(2.0)), ("k", Value::Int(3))]);
+        assert_eq!(c["n"], Value::Int(4));
+        assert_eq!(c["c"], Value::Float(1.0));
+        assert_eq!(c["t"], Value::Float(2.0));
+        assert_eq!(c["k"], Value::Int(3));
+        // Strings and booleans are not parameters.
+        let c = context_of(&[("label", Value::Str("a".into())), ("flag", Value::Bool(true))]);
+        assert!(!c.contains_key("label") && !c.contains_key("flag"), "{c:?}");
+    }
+
+    #[test]
+    fn output_summary() {
+        let mut c = BTreeMap::new();
+        let v = Value::Tensor(hsync_protocol::Tensor::vector(vec![3.0, 4.0]));
+        add_output_summary(&mut c, &v);
+        assert_eq!(c["output_size"], Value::Int(v.approx_size() as i64));
+        assert_eq!(c["output_norm"], Value::Float(5.0));
+        assert!(!c.contains_key("output_value"));
+
+        let mut c = BTreeMap::new();
+        add_output_summary(&mut c, &Value::Int(2));
+        assert_eq!(c["output_value"], Value::Float(2.0));
+        assert!(!c.contains_key("output_norm"));
+
+        // A matrix (e.g. a geodesic's points) has neither a single norm nor a value.
+        let mut c = BTreeMap::new();
+        add_output_summary(&mut c, &Value::Array(vec![floats(&[0.1, 0.2]), floats(&[0.3, 0.4])]));
+        assert_eq!(c.keys().map(String::as_str).collect::<Vec<_>>(), ["output_size"]);
     }
 
     #[derive(clap::Parser, Debug)]
