@@ -20,7 +20,7 @@ use hsync_receipts::note::VerifierKey;
 const MAX_INPUT: u64 = 64 * 1024 * 1024;
 
 /// Reads a file, or stdin for `-`, with a size bound.
-fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
     if path.as_os_str() == "-" {
         std::io::stdin().take(MAX_INPUT + 1).read_to_end(&mut buf).context("reading stdin")?;
@@ -41,20 +41,20 @@ fn read_job(path: &Path) -> anyhow::Result<Job> {
 }
 
 /// CLI connections give up sooner than services: a person is waiting.
-async fn connect(cfg: &BusConfig) -> anyhow::Result<Arc<Bus>> {
+pub(crate) async fn connect(cfg: &BusConfig) -> anyhow::Result<Arc<Bus>> {
     let mut cfg = cfg.clone();
     cfg.connect_timeout_s = cfg.connect_timeout_s.min(10);
     cfg.pool_size = 1;
     Ok(Arc::new(Bus::connect(&cfg, "hsync-cli").await?))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
 /// Prints a remote error as JSON on stderr and picks the exit code.
-fn report_error(e: BusError) -> ExitCode {
+pub(crate) fn report_error(e: BusError) -> ExitCode {
     let reply = e.to_reply();
     eprintln!("{}", serde_json::to_string_pretty(&reply).unwrap_or_else(|_| reply.to_string()));
     ExitCode::from(1)

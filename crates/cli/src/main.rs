@@ -1,9 +1,10 @@
-//! `hsync`: submit jobs, fetch and verify receipts, check services, and run a local
-//! cluster for development.
+//! `hsync`: submit jobs, manage operators and policies, fetch and verify receipts, check
+//! services, and run a local cluster for development.
 
 mod bench;
 mod cluster;
 mod commands;
+mod policy;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,9 @@ enum Command {
     /// The operator registry: list, show, register, remove.
     #[command(subcommand)]
     Operators(OperatorsCommand),
+    /// Cedar policies and their schema: put, get, list, delete, test (exit 3 on deny).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Receipts: fetch, verify offline, get the log's verifier key.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -148,6 +152,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Operators(OperatorsCommand::Show { id }) => commands::operators_show(&cli.bus, &id).await,
         Command::Operators(OperatorsCommand::Register { def }) => commands::operators_register(&cli.bus, &def).await,
         Command::Operators(OperatorsCommand::Remove { id }) => commands::operators_remove(&cli.bus, &id).await,
+        Command::Policy(cmd) => policy::run(&cli.bus, cmd).await,
         Command::Receipt(ReceiptCommand::Get { operation_id }) => commands::receipt_get(&cli.bus, &operation_id).await,
         Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,

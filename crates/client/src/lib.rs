@@ -4,6 +4,7 @@
 //! [`JobClient`] and [`IndexClient`], and so on.
 #![forbid(unsafe_code)]
 
+pub mod policies;
 pub mod registry;
 
 pub mod batch;

@@ -90,6 +90,9 @@ pub struct PolicyStore {
     denials: AtomicU64,
     reloads: AtomicU64,
     rejected_changes: AtomicU64,
+    /// The last rejected change: `{revision, key, error}` (revision 0 when not from the
+    /// bucket), so a writer waiting for its revision learns it was rejected, and why.
+    last_rejected: Mutex<serde_json::Value>,
     /// The last policy-bucket revision this replica has processed (accepted or
     /// rejected): a writer waits for every replica to reach its write's revision.
     applied_revision: AtomicU64,
@@ -130,6 +133,7 @@ impl PolicyStore {
             denials: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             rejected_changes: AtomicU64::new(0),
+            last_rejected: Mutex::new(serde_json::Value::Null),
             applied_revision: AtomicU64::new(0),
         }
     }
@@ -183,6 +187,8 @@ impl PolicyStore {
                 // Roll back: the texts must stay those of the running set.
                 set_text(&mut t, key, previous);
                 self.rejected_changes.fetch_add(1, Ordering::Relaxed);
+                *self.last_rejected.lock().unwrap_or_else(|p| p.into_inner()) =
+                    serde_json::json!({"revision": 0, "key": key, "error": e.to_string()});
                 tracing::error!("policy change to `{key}` rejected; keeping the running set: {e}");
             }
             Err(e) => self.fail_closed(&e),
@@ -283,6 +289,7 @@ impl PolicyStore {
             "denials": self.denials.load(Ordering::Relaxed),
             "reloads": self.reloads.load(Ordering::Relaxed),
             "rejected_changes": self.rejected_changes.load(Ordering::Relaxed),
+            "last_rejected": self.last_rejected.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "healthy": built && invalid.is_empty(),
             "applied_revision": self.applied_revision.load(Ordering::Acquire),
             "decision_cache": self.cache.stats(),
@@ -393,9 +400,14 @@ pub async fn load_and_follow(store: Arc<PolicyStore>, bucket: kv::Store) -> anyh
 }
 
 fn apply_entry(store: &PolicyStore, e: &kv::Entry) {
+    let rejected_before = store.rejected_changes.load(Ordering::Relaxed);
     match e.operation {
         kv::Operation::Put => store.apply(&e.key, Some(String::from_utf8_lossy(&e.value).into_owned())),
         kv::Operation::Delete | kv::Operation::Purge => store.apply(&e.key, None),
+    }
+    if store.rejected_changes.load(Ordering::Relaxed) != rejected_before {
+        let mut last = store.last_rejected.lock().unwrap_or_else(|p| p.into_inner());
+        last["revision"] = e.revision.into();
     }
 }
 
