@@ -90,6 +90,17 @@ pub enum GeometryError {
         tolerance: f64,
     },
 
+    /// A mean of no points.
+    #[error("a mean needs at least one point")]
+    NoPoints,
+
+    /// Weights that are not one finite, non-negative number per point with a positive sum.
+    #[error("invalid weights: {reason}")]
+    InvalidWeights {
+        /// What is wrong with them.
+        reason: String,
+    },
+
     /// `pairwise_distances` would need a matrix with more than `usize::MAX` entries.
     #[error("too many points for a pairwise distance matrix: n = {n}")]
     TooManyPoints {

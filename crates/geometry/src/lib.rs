@@ -7,6 +7,9 @@
 //! * [`PoincareBall`] (`PoincareBall::new(c)?`): [`distance`](PoincareBall::distance),
 //!   [`distance0`](PoincareBall::distance0),
 //!   [`pairwise_distances`](PoincareBall::pairwise_distances) (row-major n×n),
+//!   [`cross_distances`](PoincareBall::cross_distances) (row-major m×n, queries × points),
+//!   [`frechet_mean`](PoincareBall::frechet_mean) (weighted, by Riemannian gradient
+//!   descent with a step from a bound on the cost's Hessian; see [`MeanOptions`]),
 //!   [`mobius_add`](PoincareBall::mobius_add),
 //!   [`mobius_scalar_mul`](PoincareBall::mobius_scalar_mul),
 //!   [`exp_map`](PoincareBall::exp_map) / [`log_map`](PoincareBall::log_map) at any base
@@ -109,6 +112,7 @@
 mod curvature;
 mod error;
 mod lorentz;
+mod mean;
 mod numeric;
 mod poincare;
 mod vector;
@@ -116,5 +120,6 @@ mod vector;
 pub use curvature::CurvatureRepr;
 pub use error::{GeometryError, Result};
 pub use lorentz::{minkowski_dot, Lorentz, HYPERBOLOID_TOLERANCE};
+pub use mean::{FrechetMean, MeanOptions};
 pub use poincare::{PoincareBall, BOUNDARY_MARGIN};
 pub use vector::{dot, norm};

@@ -134,6 +134,38 @@ impl PoincareBall {
         Ok(m)
     }
 
+    /// Distances from each of `queries` to each of `points`, as a **row-major m×n
+    /// matrix** (`m[i*n + j] = d(q_i, p_j)`): the batch form for nearest-neighbour search
+    /// and for comparing a few points with a table, where the square matrix of
+    /// [`Self::pairwise_distances`] would be wasted. δ is computed once per point.
+    pub fn cross_distances<Q: AsRef<[f64]>, P: AsRef<[f64]>>(&self, queries: &[Q], points: &[P]) -> Result<Vec<f64>> {
+        let (m, n) = (queries.len(), points.len());
+        let len = m.checked_mul(n).ok_or(GeometryError::TooManyPoints { n: m.max(n) })?;
+        let Some(first) = queries.first().map(AsRef::as_ref).or(points.first().map(AsRef::as_ref)) else {
+            return Ok(Vec::new());
+        };
+        let delta_of_all = |items: &mut dyn Iterator<Item = &[f64]>| -> Result<Vec<f64>> {
+            items
+                .map(|p| {
+                    check_same_dim(first, p)?;
+                    self.delta_of(p)
+                })
+                .collect()
+        };
+        let dq = delta_of_all(&mut queries.iter().map(AsRef::as_ref))?;
+        let dp = delta_of_all(&mut points.iter().map(AsRef::as_ref))?;
+        let mut out = Vec::with_capacity(len);
+        for (q, &dqi) in queries.iter().zip(&dq) {
+            for (p, &dpj) in points.iter().zip(&dp) {
+                out.push(ensure_finite_scalar(
+                    "cross_distances",
+                    self.distance_kernel(q.as_ref(), p.as_ref(), dqi, dpj),
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Möbius addition
     /// `x ⊕ y = ((1 + 2c⟨x,y⟩ + c‖y‖²)x + (1 − c‖x‖²)y) / (1 + 2c⟨x,y⟩ + c²‖x‖²‖y‖²)`.
     ///

@@ -1,7 +1,7 @@
 //! Property tests (proptest, 256 cases each). Every tolerance is stated next to its
 //! assertion together with the reason it is that size.
 
-use hsync_geometry::{norm, GeometryError, Lorentz, PoincareBall};
+use hsync_geometry::{norm, GeometryError, Lorentz, MeanOptions, PoincareBall};
 use proptest::prelude::*;
 
 const CASES: u32 = 256;
@@ -333,4 +333,85 @@ fn outside_points_are_reported_not_clamped() {
         }
         other => panic!("unexpected {other}"),
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// The mean of two points is their geodesic midpoint: equidistant, and on the
+    /// geodesic (the two halves add up to the whole). Tolerance 1e-7 relative to
+    /// d(x, y) + 1: the descent stops at a gradient of 1e-12 of the spread, and the
+    /// distances near the boundary carry ~1e-9 relative rounding.
+    #[test]
+    fn mean_of_two_points_is_the_midpoint(c in curvature(), dim in 1usize..6, seed in any::<u64>()) {
+        let ball = PoincareBall::new(c).unwrap();
+        let mut rng = seed;
+        let mut coord = || { rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((rng >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0 };
+        let r = 0.9 / c.sqrt() / (dim as f64).sqrt();
+        let x: Vec<f64> = (0..dim).map(|_| coord() * r).collect();
+        let y: Vec<f64> = (0..dim).map(|_| coord() * r).collect();
+        let m = ball.frechet_mean(&[x.clone(), y.clone()], None, MeanOptions::default()).unwrap();
+        let (dxm, dym, dxy) = (ball.distance(&x, &m.point).unwrap(), ball.distance(&y, &m.point).unwrap(), ball.distance(&x, &y).unwrap());
+        let tol = 1e-7 * (dxy + 1.0);
+        prop_assert!(m.converged, "{m:?}");
+        prop_assert!((dxm - dym).abs() <= tol, "{dxm} vs {dym}");
+        prop_assert!((dxm + dym - dxy).abs() <= tol, "{dxm} + {dym} vs {dxy}");
+    }
+
+    /// The mean minimises the cost: no input point, and no small move away from the
+    /// mean, does better. Tolerance 1e-9 relative: the cost is flat (quadratic) at the
+    /// minimum, so rounding is all that can make a neighbour look better.
+    #[test]
+    fn mean_minimises_the_cost(c in curvature(), n in 1usize..8, seed in any::<u64>()) {
+        let ball = PoincareBall::new(c).unwrap();
+        let mut rng = seed;
+        let mut coord = || { rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((rng >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0 };
+        let r = 0.95 / c.sqrt() / 2f64.sqrt();
+        let pts: Vec<Vec<f64>> = (0..n).map(|_| vec![coord() * r, coord() * r]).collect();
+        let m = ball.frechet_mean(&pts, None, MeanOptions::default()).unwrap();
+        let cost = |x: &[f64]| pts.iter().map(|p| { let d = ball.distance(x, p).unwrap(); 0.5 * d * d }).sum::<f64>() / n as f64;
+        let best = cost(&m.point);
+        prop_assert!((best - m.cost).abs() <= 1e-9 * (best + 1.0));
+        for p in &pts {
+            prop_assert!(best <= cost(p) * (1.0 + 1e-9) + 1e-12, "a point beats the mean: {} < {best}", cost(p));
+        }
+        for v in [[1e-4, 0.0], [0.0, 1e-4], [-1e-4, 0.0], [0.0, -1e-4]] {
+            let moved = ball.exp_map(&m.point, &v).unwrap();
+            prop_assert!(best <= cost(&moved) * (1.0 + 1e-9) + 1e-12);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// The batch form agrees with one distance at a time, exactly: both run the same
+    /// kernel on the same δ.
+    #[test]
+    fn cross_distances_match_single_distances(c in curvature(), m in 0usize..4, n in 0usize..4, seed in any::<u64>()) {
+        let ball = PoincareBall::new(c).unwrap();
+        let mut rng = seed;
+        let mut coord = || { rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((rng >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0 };
+        let r = 0.99 / c.sqrt() / 3f64.sqrt();
+        let q: Vec<Vec<f64>> = (0..m).map(|_| (0..3).map(|_| coord() * r).collect()).collect();
+        let p: Vec<Vec<f64>> = (0..n).map(|_| (0..3).map(|_| coord() * r).collect()).collect();
+        let d = ball.cross_distances(&q, &p).unwrap();
+        prop_assert_eq!(d.len(), m * n);
+        for i in 0..m {
+            for j in 0..n {
+                prop_assert_eq!(d[i * n + j], ball.distance(&q[i], &p[j]).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn cross_distances_reject_mixed_dimensions_and_outside_points() {
+    let ball = PoincareBall::new(1.0).unwrap();
+    assert!(matches!(
+        ball.cross_distances(&[vec![0.1, 0.0]], &[vec![0.1]]),
+        Err(GeometryError::DimensionMismatch { .. })
+    ));
+    assert!(ball.cross_distances(&[vec![0.1, 0.0]], &[vec![1.0, 0.0]]).is_err());
+    assert!(ball.cross_distances(&[] as &[Vec<f64>], &[vec![0.1]]).unwrap().is_empty());
 }
