@@ -8,6 +8,7 @@
 //!   [`distance0`](PoincareBall::distance0),
 //!   [`pairwise_distances`](PoincareBall::pairwise_distances) (row-major n×n),
 //!   [`cross_distances`](PoincareBall::cross_distances) (row-major m×n, queries × points),
+//!   [`knn`](PoincareBall::knn) (exact k nearest neighbours, O(n log k)),
 //!   [`frechet_mean`](PoincareBall::frechet_mean) (weighted, by Riemannian gradient
 //!   descent with a step from a bound on the cost's Hessian; see [`MeanOptions`]),
 //!   [`mobius_add`](PoincareBall::mobius_add),
@@ -111,6 +112,7 @@
 
 mod curvature;
 mod error;
+mod knn;
 mod lorentz;
 mod mean;
 mod numeric;
@@ -120,6 +122,7 @@ mod vector;
 pub use curvature::CurvatureRepr;
 pub use error::{GeometryError, Result};
 pub use lorentz::{minkowski_dot, Lorentz, HYPERBOLOID_TOLERANCE};
+pub use knn::Neighbour;
 pub use mean::{FrechetMean, MeanOptions};
 pub use poincare::{PoincareBall, BOUNDARY_MARGIN};
 pub use vector::{dot, norm};

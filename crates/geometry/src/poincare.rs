@@ -344,7 +344,7 @@ impl PoincareBall {
         Ok((self.delta_of(x)?, self.delta_of(y)?))
     }
 
-    fn distance_kernel(&self, x: &[f64], y: &[f64], dx: f64, dy: f64) -> f64 {
+    pub(crate) fn distance_kernel(&self, x: &[f64], y: &[f64], dx: f64, dy: f64) -> f64 {
         let diff = crate::numeric::norm_of(x.iter().zip(y).map(|(a, b)| a - b));
         2.0 * asinh_ratio(self.sqrt_c * diff, dx, dy) / self.sqrt_c
     }
