@@ -130,19 +130,38 @@ pub fn definitions(names: &Names) -> Vec<OperatorDef> {
         .collect()
 }
 
-/// One LRU cache per operator, with hit/miss counters.
+/// One LRU cache per operator, bounded by entries and by bytes, with counters.
+///
+/// The byte bound matters: one geodesic may be 10,000 points of dimension 65,536, so an
+/// entry count alone would let a handful of hostile requests hold gigabytes.
 pub struct GeoCache {
-    cache: Option<Mutex<LruCache<[u8; 32], Value>>>,
+    cache: Option<Mutex<Bounded>>,
+    max_bytes: usize,
     hits: AtomicU64,
     misses: AtomicU64,
+    evictions: AtomicU64,
+    /// Results larger than the whole byte budget, served but not kept.
+    too_large: AtomicU64,
+}
+
+struct Bounded {
+    lru: LruCache<[u8; 32], Value>,
+    bytes: usize,
 }
 
 impl GeoCache {
-    pub fn new(capacity: usize) -> Self {
+    /// `capacity` entries and `max_bytes` (by `Value::approx_size`); either 0 turns the
+    /// cache off.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         GeoCache {
-            cache: NonZeroUsize::new(capacity).map(|n| Mutex::new(LruCache::new(n))),
+            cache: NonZeroUsize::new(capacity)
+                .filter(|_| max_bytes > 0)
+                .map(|n| Mutex::new(Bounded { lru: LruCache::new(n), bytes: 0 })),
+            max_bytes,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
         }
     }
 
@@ -152,13 +171,30 @@ impl GeoCache {
             return f(args).map(|v| (v, false));
         };
         let key = canonical_hash(args);
-        if let Some(v) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned() {
+        if let Some(v) = cache.lock().unwrap_or_else(|p| p.into_inner()).lru.get(&key).cloned() {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((v, true));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let v = f(args)?;
-        cache.lock().unwrap_or_else(|p| p.into_inner()).put(key, v.clone());
+        let size = v.approx_size();
+        if size > self.max_bytes {
+            self.too_large.fetch_add(1, Ordering::Relaxed);
+            return Ok((v, false));
+        }
+        let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((old_key, old)) = c.lru.push(key, v.clone()) {
+            c.bytes -= old.approx_size();
+            if old_key != key {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        c.bytes += size;
+        while c.bytes > self.max_bytes {
+            let Some((_, old)) = c.lru.pop_lru() else { break };
+            c.bytes -= old.approx_size();
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
         Ok((v, false))
     }
 
@@ -169,7 +205,10 @@ impl GeoCache {
             "cache_hits": hits,
             "cache_misses": misses,
             "cache_hit_rate": if hits + misses > 0 { hits as f64 / (hits + misses) as f64 } else { 0.0 },
-            "cache_entries": self.cache.as_ref().map(|c| c.lock().map(|c| c.len()).unwrap_or(0)).unwrap_or(0),
+            "cache_entries": self.cache.as_ref().map(|c| c.lock().map(|c| c.lru.len()).unwrap_or(0)).unwrap_or(0),
+            "cache_bytes": self.cache.as_ref().map(|c| c.lock().map(|c| c.bytes).unwrap_or(0)).unwrap_or(0),
+            "cache_evictions": self.evictions.load(Ordering::Relaxed),
+            "cache_too_large": self.too_large.load(Ordering::Relaxed),
         })
     }
 }
@@ -189,8 +228,8 @@ fn serve_call(cache: &GeoCache, i: usize, call: &OperatorCall) -> Result<Operato
 
 /// Serves every operator, one call at a time and in batches, until shutdown (the binary
 /// registers [`definitions`] first).
-pub async fn run(bus: Arc<Bus>, cache_entries: usize, shutdown: ShutdownSignal) -> anyhow::Result<()> {
-    let caches: Arc<Vec<GeoCache>> = Arc::new(OPS.iter().map(|_| GeoCache::new(cache_entries)).collect());
+pub async fn run(bus: Arc<Bus>, cache_entries: usize, cache_bytes: usize, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let caches: Arc<Vec<GeoCache>> = Arc::new(OPS.iter().map(|_| GeoCache::new(cache_entries, cache_bytes)).collect());
     let stats_caches = caches.clone();
     let service = start_service(
         &bus,
@@ -297,7 +336,7 @@ mod tests {
 
     #[test]
     fn cache_serves_repeats_and_counts() {
-        let cache = GeoCache::new(10);
+        let cache = GeoCache::new(10, 1 << 20);
         let a = args(&[("x", Value::Tensor(Tensor::vector(vec![0.1]))), ("y", Value::Tensor(Tensor::vector(vec![0.2])))]);
         let (v1, hit1) = cache.get_or_compute(&a, poincare_distance).unwrap();
         let (v2, hit2) = cache.get_or_compute(&a, poincare_distance).unwrap();
@@ -316,5 +355,34 @@ mod tests {
             ("n", Value::Int(1)),
         ]);
         assert_eq!(geodesic(&a).unwrap_err().argument.as_deref(), Some("n"));
+    }
+
+    #[test]
+    fn the_byte_bound_evicts_and_refuses_what_cannot_fit() {
+        // Geodesics of 100 points in 8 dimensions are ~6.4 kB each; allow ~3 of them.
+        let cache = GeoCache::new(1000, 20_000);
+        for i in 0..10 {
+            let a = args(&[
+                ("x", Value::Tensor(Tensor::vector(vec![0.01 * i as f64; 8]))),
+                ("y", Value::Tensor(Tensor::vector(vec![-0.05; 8]))),
+                ("n", Value::Int(100)),
+            ]);
+            cache.get_or_compute(&a, geodesic).unwrap();
+            let st = cache.stats_json();
+            assert!(st["cache_bytes"].as_u64().unwrap() <= 20_000, "{st}");
+        }
+        let st = cache.stats_json();
+        assert!(st["cache_evictions"].as_u64().unwrap() >= 6, "{st}");
+        assert!(st["cache_entries"].as_u64().unwrap() >= 2, "{st}");
+        // One result bigger than the whole budget is served, not kept.
+        let huge = args(&[
+            ("x", Value::Tensor(Tensor::vector(vec![0.0; 64]))),
+            ("y", Value::Tensor(Tensor::vector(vec![0.01; 64]))),
+            ("n", Value::Int(1000)),
+        ]);
+        let (_, hit) = cache.get_or_compute(&huge, geodesic).unwrap();
+        assert!(!hit);
+        assert_eq!(cache.stats_json()["cache_too_large"], 1);
+        assert!(!cache.get_or_compute(&huge, geodesic).unwrap().1, "not kept, so not a hit");
     }
 }

@@ -13,6 +13,10 @@ struct Args {
     /// Entries per operator cache; 0 turns caching off.
     #[arg(long = "cache-entries", env = "HSYNC_GEO_CACHE_ENTRIES", default_value_t = 100_000)]
     cache_entries: usize,
+    /// Bytes per operator cache (approximate size of the cached values); 0 turns caching
+    /// off. Bounds memory whatever the results' sizes.
+    #[arg(long = "cache-bytes", env = "HSYNC_GEO_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    cache_bytes: usize,
 }
 
 #[tokio::main]
@@ -32,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     tracing::info!(nats = %args.bus.nats_url, "geometry-cache ready");
-    let result = geometry_cache::run(bus.clone(), args.cache_entries, shutdown.signal()).await;
+    let result = geometry_cache::run(bus.clone(), args.cache_entries, args.cache_bytes, shutdown.signal()).await;
     bus.drain().await;
     if let Err(e) = telemetry.shutdown() {
         eprintln!("telemetry shutdown: {e}");
