@@ -9,6 +9,8 @@
 //!   [`pairwise_distances`](PoincareBall::pairwise_distances) (row-major n×n),
 //!   [`cross_distances`](PoincareBall::cross_distances) (row-major m×n, queries × points),
 //!   [`knn`](PoincareBall::knn) (exact k nearest neighbours, O(n log k)),
+//!   and [`AnnIndex`] (approximate: HNSW over a monotone transform of the distance,
+//!   re-ranked exactly; [`recall`] measures it against `knn`),
 //!   [`frechet_mean`](PoincareBall::frechet_mean) (weighted, by Riemannian gradient
 //!   descent with a step from a bound on the cost's Hessian; see [`MeanOptions`]),
 //!   [`mobius_add`](PoincareBall::mobius_add),
@@ -110,6 +112,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod ann;
 mod curvature;
 mod error;
 mod knn;
@@ -122,6 +125,7 @@ mod vector;
 pub use curvature::CurvatureRepr;
 pub use error::{GeometryError, Result};
 pub use lorentz::{minkowski_dot, Lorentz, HYPERBOLOID_TOLERANCE};
+pub use ann::{recall, AnnIndex, AnnOptions};
 pub use knn::Neighbour;
 pub use mean::{FrechetMean, MeanOptions};
 pub use poincare::{PoincareBall, BOUNDARY_MARGIN};
