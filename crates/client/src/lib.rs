@@ -26,6 +26,12 @@ use hsync_protocol::{CodecError, ErrorCode, ErrorReply};
 
 use crate::batch::{BatchConfig, BatchError, Batcher};
 
+/// A caller's mistake, reported like a service's INVALID_ARGUMENT reply so that every
+/// client error reads the same way.
+pub(crate) fn invalid_argument(msg: String) -> BusError {
+    BusError::Remote(ErrorReply::new(ErrorCode::InvalidArgument, msg))
+}
+
 /// Submits jobs.
 #[derive(Clone)]
 pub struct JobClient {

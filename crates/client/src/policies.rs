@@ -38,14 +38,12 @@ const WRITE_ATTEMPTS: usize = 5;
 /// how many replicas run, so each round waits this long for stragglers.
 const STATS_WINDOW: Duration = Duration::from_millis(250);
 
-fn invalid(msg: String) -> BusError {
-    BusError::Remote(ErrorReply::new(ErrorCode::InvalidArgument, msg))
-}
+use crate::invalid_argument as invalid;
 
 /// A failed compare-and-swap. The protocol has no conflict code; INVALID_ARGUMENT is the
 /// closest: the caller's expected revision does not hold.
 fn conflict(msg: String) -> BusError {
-    BusError::Remote(ErrorReply::new(ErrorCode::InvalidArgument, msg))
+    invalid(msg)
 }
 
 fn nats(msg: String) -> BusError {

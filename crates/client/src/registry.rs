@@ -7,7 +7,6 @@ use async_nats::jetstream::kv;
 use futures::StreamExt;
 use hsync_bus::{Bus, BusError};
 use hsync_protocol::operator::{OperatorDef, Provider};
-use hsync_protocol::{ErrorCode, ErrorReply};
 
 /// Longest operator id; ids are KV keys and subject tokens.
 pub const MAX_OPERATOR_ID: usize = 128;
@@ -28,9 +27,7 @@ fn concrete_subject(s: &str) -> bool {
         && s.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace))
 }
 
-fn invalid(msg: String) -> BusError {
-    BusError::Remote(ErrorReply::new(ErrorCode::InvalidArgument, msg))
-}
+use crate::invalid_argument as invalid;
 
 /// Encodes a definition for the bucket: plain MessagePack with named fields (a KV value
 /// carries no headers, so never compressed).

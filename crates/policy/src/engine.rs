@@ -61,7 +61,7 @@ enum Mode {
     Loaded(Box<Loaded>),
 }
 
-struct SchemaInfo {
+pub(crate) struct SchemaInfo {
     schema: Schema,
     validator: Validator,
     /// Declared context attributes for `pre` and `post` (by [`Stage::index`]); `None`
@@ -95,7 +95,7 @@ struct LazyPolicy {
     compiled: OnceLock<Result<Compiled, PolicyError>>,
 }
 
-struct Compiled {
+pub(crate) struct Compiled {
     /// A set of this one policy: Cedar evaluates sets.
     set: PolicySet,
     forbid: bool,
@@ -139,7 +139,7 @@ fn policy_key(id: &str, text: &str, schema: Option<&SchemaInfo>) -> PolicyKey {
     key
 }
 
-fn compile(id: &str, text: &str, schema: Option<&SchemaInfo>) -> Result<Compiled, PolicyError> {
+pub(crate) fn compile(id: &str, text: &str, schema: Option<&SchemaInfo>) -> Result<Compiled, PolicyError> {
     let policy = parse_single(id, text)?;
     let forbid = policy.effect() == Effect::Forbid;
     let reads = context_reads(text);
@@ -289,7 +289,7 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
-fn load_schema_info(src: &str) -> Result<SchemaInfo, PolicyError> {
+pub(crate) fn load_schema_info(src: &str) -> Result<SchemaInfo, PolicyError> {
     let (schema, src) = load_schema(src)?;
     Ok(SchemaInfo {
         validator: Validator::new(schema.clone()),

@@ -144,7 +144,6 @@ use std::str::FromStr;
 
 use cedar_policy::{
     EntityTypeName, Policy, PolicyId, PolicySet, RestrictedExpression, Schema, SchemaFragment,
-    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::{Deserialize, Serialize};
@@ -358,15 +357,9 @@ impl DeclaredType {
 /// Parses `text` as one static policy with id `id`; with a `schema` (Cedar
 /// human-readable syntax) also validates it strictly.
 pub fn validate_policy(id: &str, text: &str, schema: Option<&str>) -> Result<(), PolicyError> {
-    let policy = parse_single(id, text)?;
-    if let Some(schema) = schema {
-        let (schema, _) = load_schema(schema)?;
-        let mut set = PolicySet::new();
-        set.add(policy)
-            .map_err(|_| PolicyError::DuplicateId { id: id.to_string() })?;
-        validate_set(&schema, &set, &[id.to_string()])?;
-    }
-    Ok(())
+    // The same parse and validation a running engine applies to a changed policy.
+    let schema = schema.map(engine::load_schema_info).transpose()?;
+    engine::compile(id, text, schema.as_ref()).map(drop)
 }
 
 fn type_name(name: &str) -> EntityTypeName {
@@ -502,34 +495,6 @@ fn load_schema(src: &str) -> Result<(Schema, String), PolicyError> {
         });
     }
     Ok((schema, src.to_string()))
-}
-
-/// Strictly validates `set`; reports the first policy (in `ids` order) that fails.
-fn validate_set(schema: &Schema, set: &PolicySet, ids: &[String]) -> Result<(), PolicyError> {
-    let result = Validator::new(schema.clone()).validate(set, ValidationMode::Strict);
-    for w in result.validation_warnings() {
-        warn!(policy = %w.policy_id(), warning = %w, "Cedar validation warning");
-    }
-    if result.validation_passed() {
-        return Ok(());
-    }
-    let mut by_id: HashMap<String, Vec<String>> = HashMap::new();
-    for e in result.validation_errors() {
-        let id = e.policy_id().to_string();
-        let text = set.policy(e.policy_id()).map(ToString::to_string);
-        by_id
-            .entry(id)
-            .or_default()
-            .push(render(e, text.as_deref()));
-    }
-    let id = ids
-        .iter()
-        .find(|id| by_id.contains_key(*id))
-        .cloned()
-        .or_else(|| by_id.keys().min().cloned())
-        .unwrap_or_default();
-    let diagnostics = by_id.remove(&id).unwrap_or_default();
-    Err(PolicyError::Validation { id, diagnostics })
 }
 
 /// Renders a Cedar diagnostic as one line: message, `line:column` of its first
