@@ -25,6 +25,11 @@
 //!   [`distance`](Lorentz::distance), [`to_poincare`](Lorentz::to_poincare),
 //!   [`from_poincare`](Lorentz::from_poincare), [`project`](Lorentz::project) onto the
 //!   hyperboloid, [`check_point`](Lorentz::check_point); [`minkowski_dot`].
+//! * [`embed_tree`]: Sarkar's embedding of a tree (or a graph's BFS spanning tree) given
+//!   as an edge list, with τ from a target distortion; the [`TreeEmbedding`] measures
+//!   distances exactly however deep the nodes are, gives f64 coordinates as far as f64
+//!   can place them, and reports distortion and mean average precision
+//!   ([`TreeEmbedding::quality`]).
 //! * Vector helpers [`norm`] and [`dot`]; the error type [`GeometryError`].
 //!
 //! Points and tangent vectors are `&[f64]`; results are `Vec<f64>`. Models serialize as
@@ -114,6 +119,7 @@
 
 mod ann;
 mod curvature;
+mod embed;
 mod error;
 mod knn;
 mod lorentz;
@@ -123,6 +129,7 @@ mod poincare;
 mod vector;
 
 pub use curvature::CurvatureRepr;
+pub use embed::{embed_tree, EmbedError, EmbedOptions, EmbeddingQuality, PoincarePoints, TreeEmbedding};
 pub use error::{GeometryError, Result};
 pub use lorentz::{minkowski_dot, Lorentz, HYPERBOLOID_TOLERANCE};
 pub use ann::{recall, AnnIndex, AnnOptions};
