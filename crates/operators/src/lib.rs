@@ -96,6 +96,10 @@ pub fn kind_mismatch(kind: ArgKind, v: &Value) -> Option<String> {
         ArgKind::Bytes => matches!(v, Value::Bytes(_)),
         ArgKind::Vector => v.as_vector().is_some(),
         ArgKind::Matrix | ArgKind::Points => v.as_matrix().is_some(),
+        ArgKind::Numbers => v.as_vector().is_some(),
+        ArgKind::Edges => v.as_matrix().is_some_and(|(rows, cols, data)| {
+            (rows == 0 || cols == 2) && data.iter().all(|x| x.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(x))
+        }),
     };
     (!ok).then(|| format!("expected {}, found {}", kind_name(kind), v.type_name()))
 }
@@ -110,6 +114,8 @@ fn kind_name(kind: ArgKind) -> &'static str {
         ArgKind::Vector => "a vector of numbers",
         ArgKind::Matrix => "a matrix (array of equally long rows of numbers)",
         ArgKind::Points => "a list of points (equally long vectors)",
+        ArgKind::Numbers => "a vector of numbers",
+        ArgKind::Edges => "a list of [u, v] pairs of node indices (integers from 0 to 2^32 - 1)",
     }
 }
 
@@ -390,6 +396,25 @@ mod tests {
 
     fn args(pairs: &[(&str, Value)]) -> Args {
         pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn edges_are_pairs_of_node_indices() {
+        let pair = |u: Value, v: Value| Value::Array(vec![u, v]);
+        let ok = Value::Array(vec![pair(Value::Int(0), Value::Int(1)), pair(Value::Float(1.0), Value::Int(2))]);
+        assert_eq!(kind_mismatch(ArgKind::Edges, &ok), None);
+        assert_eq!(kind_mismatch(ArgKind::Edges, &Value::Array(vec![])), None);
+        for bad in [
+            Value::Array(vec![pair(Value::Int(0), Value::Int(-1))]),
+            Value::Array(vec![pair(Value::Int(0), Value::Float(1.5))]),
+            Value::Array(vec![Value::Array(vec![Value::Int(0), Value::Int(1), Value::Int(2)])]),
+            Value::Str("0 1".into()),
+        ] {
+            let msg = kind_mismatch(ArgKind::Edges, &bad).expect("rejected");
+            assert!(msg.contains("pairs of node indices"), "{msg}");
+        }
+        assert_eq!(kind_mismatch(ArgKind::Numbers, &vecv(&[3.0, 4.0])), None);
+        assert!(kind_mismatch(ArgKind::Numbers, &Value::Str("x".into())).is_some());
     }
 
     fn vecv(x: &[f64]) -> Value {

@@ -36,6 +36,11 @@ pub enum ArgKind {
     Matrix,
     /// A vector of vectors (e.g. a set of points).
     Points,
+    /// A vector of numbers that are not the coordinates of a point (weights, a tangent
+    /// vector): checked like `Vector`, but policies do not see it as a point.
+    Numbers,
+    /// A graph's edges: pairs `[u, v]` of node indices (non-negative integers).
+    Edges,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

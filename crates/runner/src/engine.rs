@@ -915,16 +915,20 @@ fn step_context(ctx: &JobCtx, node_id: &str, def: &OperatorDef, args: &Args) -> 
     let mut point_norm = None;
     for (name, v) in args {
         input_size = input_size.saturating_add(v.approx_size());
+        let kind = def.args.iter().find(|s| &s.name == name).map(|s| s.kind);
         if matches!(v, Value::Int(_) | Value::Float(_)) && !RESERVED_CONTEXT_NAMES.contains(&name.as_str()) {
             // The operator's declared kind decides the Cedar type, so that `n: 4.0` is the
             // Long a schema declares (not a deny for a non-integer) and `c: 1` the decimal.
-            let kind = def.args.iter().find(|s| &s.name == name).map(|s| s.kind);
             let value = match (kind, v) {
                 (Some(ArgKind::Integer), Value::Float(_)) => v.as_i64().map_or_else(|| v.clone(), Value::Int),
                 (Some(ArgKind::Number), Value::Int(i)) => Value::Float(*i as f64),
                 _ => v.clone(),
             };
             c.insert(name.clone(), value);
+        }
+        // Weights, tangent vectors and edge lists are numbers, not points.
+        if matches!(kind, Some(ArgKind::Numbers | ArgKind::Edges)) {
+            continue;
         }
         match points(v) {
             Some(Points::Vector { len, norm }) => {
@@ -1059,6 +1063,29 @@ mod tests {
         // `dimension` is not reserved: an argument of that name says the same thing, and wins.
         let c = context_of(&[("dimension", Value::Int(99)), ("x", floats(&[0.1, 0.2, 0.3]))]);
         assert_eq!(c["dimension"], Value::Int(99));
+    }
+
+    #[test]
+    fn step_context_leaves_numbers_and_edges_out_of_the_points() {
+        // A tangent vector or weights (`numbers`) and an edge list are not points: a point
+        // policy must not refuse exp_x(v) because v is long.
+        let mut def = geodesic_def();
+        let spec = |name: &str, kind| hsync_protocol::operator::ArgSpec { name: name.into(), kind, required: true };
+        def.args = vec![spec("x", ArgKind::Vector), spec("v", ArgKind::Numbers), spec("edges", ArgKind::Edges)];
+        let ctx = JobCtx { job_id: "job-1".into(), submitter: "alice".into(), trace_id: String::new() };
+        let args: Args = [
+            ("x".to_string(), floats(&[0.3, 0.4])),
+            ("v".to_string(), floats(&[3.0, 4.0])),
+            ("edges".to_string(), Value::Array(vec![Value::Array(vec![Value::Int(0), Value::Int(500)])])),
+        ]
+        .into_iter()
+        .collect();
+        let c = step_context(&ctx, "exp", &def, &args);
+        assert!((float(&c, "max_point_norm") - 0.5).abs() < 1e-12, "{c:?}");
+        // Declared as plain vectors they would count.
+        def.args = vec![spec("x", ArgKind::Vector), spec("v", ArgKind::Vector), spec("edges", ArgKind::Matrix)];
+        let c = step_context(&ctx, "exp", &def, &args);
+        assert_eq!(float(&c, "max_point_norm"), 500.0);
     }
 
     #[test]
