@@ -90,6 +90,18 @@ pub enum GeometryError {
         tolerance: f64,
     },
 
+    /// A vector passed as tangent at a Lorentz point x does not satisfy ⟨x,v⟩_L = 0.
+    #[error(
+        "vector is not tangent to the hyperboloid at x: <x,v>_L/(|x||v|) = {inner} \
+         exceeds tolerance {tolerance} in absolute value (tangent vectors satisfy <x,v>_L = 0)"
+    )]
+    NotTangent {
+        /// ⟨x,v⟩_L/(‖x‖‖v‖) with Euclidean norms: the scale-free Minkowski product.
+        inner: f64,
+        /// The accepted maximum of |inner|, `HYPERBOLOID_TOLERANCE`.
+        tolerance: f64,
+    },
+
     /// A mean of no points.
     #[error("a mean needs at least one point")]
     NoPoints,

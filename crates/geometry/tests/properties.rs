@@ -415,3 +415,269 @@ fn cross_distances_reject_mixed_dimensions_and_outside_points() {
     assert!(ball.cross_distances(&[vec![0.1, 0.0]], &[vec![1.0, 0.0]]).is_err());
     assert!(ball.cross_distances(&[] as &[Vec<f64>], &[vec![0.1]]).unwrap().is_empty());
 }
+
+// ---- Lorentz exp/log/geodesic --------------------------------------------------------
+
+/// A hyperboloid point at √c-scaled distance r in [0, max_r) from the origin, in a
+/// uniformly random direction of dimension `dim`: (cosh r, sinh r·u)/√c.
+fn lorentz_point(c: f64, dim: usize, max_r: f64) -> impl Strategy<Value = Vec<f64>> {
+    (prop::collection::vec(-1.0_f64..1.0, dim), 0.0..max_r).prop_map(move |(u, r)| {
+        let (n, s) = (norm(&u), c.sqrt());
+        let mut p = vec![r.cosh() / s];
+        p.extend(u.iter().map(|ui| if n == 0.0 { 0.0 } else { r.sinh() / s * ui / n }));
+        p
+    })
+}
+
+/// (model, two points of a common dimension 1..=6, both within √c·R < max_r).
+fn lorentz_and_points(max_r: f64) -> impl Strategy<Value = (Lorentz, Vec<f64>, Vec<f64>)> {
+    (curvature(), 1usize..=6).prop_flat_map(move |(c, dim)| {
+        (
+            Just(Lorentz::new(c).expect("valid curvature")),
+            lorentz_point(c, dim, max_r),
+            lorentz_point(c, dim, max_r),
+        )
+    })
+}
+
+/// The tangent vector at `x` with Riemannian length `len` along the projection of the
+/// spatial direction `w`: (0, w̄) + c(x̄·w̄)x, whose Minkowski square is
+/// ‖w̄‖² + c(x̄·w̄)² (a sum of squares, so the rescaling is exact to rounding).
+fn tangent_at(l: &Lorentz, x: &[f64], w: &[f64], len: f64) -> Vec<f64> {
+    let c = l.c();
+    let s: f64 = x[1..].iter().zip(w).map(|(a, b)| a * b).sum();
+    let sq = norm(w).powi(2) + c * s * s;
+    if sq == 0.0 {
+        return vec![0.0; x.len()];
+    }
+    let k = len / sq.sqrt();
+    let mut v = vec![k * c * s * x[0]];
+    v.extend(x[1..].iter().zip(w).map(|(xi, wi)| k * (wi + c * s * xi)));
+    v
+}
+
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).fold(0.0, |m, (p, q)| m.max((p - q).abs()))
+}
+
+/// Push-forward of a Poincaré tangent vector w at p to the hyperboloid (the differential
+/// of `from_poincare`): with δ = 1 − c‖p‖², dx₀ = 4√c⟨p,w⟩/δ², dx̄ = 2w/δ + 4c⟨p,w⟩p/δ².
+fn push_forward(c: f64, p: &[f64], w: &[f64]) -> Vec<f64> {
+    let delta = 1.0 - c * norm(p).powi(2);
+    let pw: f64 = p.iter().zip(w).map(|(a, b)| a * b).sum();
+    let mut out = vec![4.0 * c.sqrt() * pw / (delta * delta)];
+    out.extend(p.iter().zip(w).map(|(pi, wi)| 2.0 * wi / delta + 4.0 * c * pw * pi / (delta * delta)));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// exp_x(log_x(y)) = y for points within √c·R < 4.5 of the origin (so √c·d < 9).
+    /// Tolerance 1e-9·(1 + d) in hyperbolic distance. The expected error is the
+    /// rounding of coordinates of size ~x₀·e^(√c·d) ≈ e^13.5/√c in the cancelling sum
+    /// cosh·x + sinh·v, i.e. ≲ 1e-16·e^13.5/√c ≈ 2e-10 at the extreme, usually far less.
+    /// Also: log_x(y) is tangent (1e-12 relative: rounding of the Euclidean-unit
+    /// Minkowski product) and its length is d (1e-10 relative: ‖v‖²_L = ‖v̄‖² − v₀²
+    /// cancels by c·x₀² ≤ e^9 here).
+    #[test]
+    fn lorentz_exp_inverts_log((l, x, y) in lorentz_and_points(4.5)) {
+        let d = l.distance(&x, &y).unwrap();
+        let v = l.log_map(&x, &y).unwrap();
+        prop_assert!(all_finite(&v));
+        let inner = hsync_geometry::minkowski_dot(&x, &v).unwrap();
+        prop_assert!(inner.abs() <= 1e-12 * norm(&x) * norm(&v), "<x,v> = {}", inner);
+        let len = hsync_geometry::minkowski_dot(&v, &v).unwrap().max(0.0).sqrt();
+        prop_assert!((len - d).abs() <= 1e-10 * (1.0 + d), "{} vs {}", len, d);
+        let back = l.exp_map(&x, &v).unwrap();
+        prop_assert!(l.check_point(&back).is_ok());
+        let err = l.distance(&back, &y).unwrap();
+        prop_assert!(err <= 1e-9 * (1.0 + d), "err {} for d {}", err, d);
+    }
+
+    /// For a tangent v of length L (√c·L in [1e-2, 8)) at x within √c·R < 3:
+    /// d(x, exp_x(v)) = L to 1e-10 relative, and log_x(exp_x(v)) = v.
+    ///
+    /// The distance can only be off by the rounding of exp's result (≲ 1e-16·e^11/√c
+    /// absolute for the longest steps, ~1e-15/√c for the shortest) plus the distance's
+    /// own cancellation for nearby points (~1e-16·c·x₀²/(√c·L) relative ≤ 2e-12 here).
+    /// The vectors agree to 1e-9·(1 + ‖v‖) (Euclidean, max coordinate): the same
+    /// roundings, mapped back through log with factors ≤ √c·x₀ ≈ 10.
+    #[test]
+    fn lorentz_log_inverts_exp(
+        (l, x, _y) in lorentz_and_points(3.0),
+        w in prop::collection::vec(-1.0_f64..1.0, 6),
+        e in -2.0_f64..0.9,
+    ) {
+        let len = 10f64.powf(e) / l.c().sqrt();
+        let v = tangent_at(&l, &x, &w[..x.len() - 1], len);
+        prop_assume!(norm(&v) > 0.0);
+        let y = l.exp_map(&x, &v).unwrap();
+        prop_assert!(l.check_point(&y).is_ok());
+        let d = l.distance(&x, &y).unwrap();
+        prop_assert!((d - len).abs() <= 1e-10 * len, "{} vs {}", d, len);
+        let back = l.log_map(&x, &y).unwrap();
+        let diff = max_abs_diff(&back, &v);
+        prop_assert!(diff <= 1e-9 * (1.0 + norm(&v)), "{:?} vs {:?}", back, v);
+    }
+
+    /// Geodesic: exact endpoint copies, every point on the hyperboloid, the midpoint
+    /// equidistant from both ends with halves adding up to d, and n points evenly spaced.
+    /// Points within √c·R < 4.5; tolerance 1e-9·(1 + d), as for exp/log (each point is
+    /// one exp step of at most d/2 from its nearer end).
+    #[test]
+    fn lorentz_geodesic_midpoint_and_spacing((l, x, y) in lorentz_and_points(4.5), n in 3usize..8) {
+        let d = l.distance(&x, &y).unwrap();
+        let tol = 1e-9 * (1.0 + d);
+        let mid = l.geodesic(&x, &y, 3).unwrap();
+        prop_assert_eq!(mid.len(), 3);
+        prop_assert_eq!(&mid[0], &x);
+        prop_assert_eq!(&mid[2], &y);
+        prop_assert!(l.check_point(&mid[1]).is_ok());
+        let a = l.distance(&x, &mid[1]).unwrap();
+        let b = l.distance(&mid[1], &y).unwrap();
+        prop_assert!((a - b).abs() <= tol, "{} vs {}", a, b);
+        prop_assert!((a + b - d).abs() <= tol, "{} + {} vs {}", a, b, d);
+        let pts = l.geodesic(&x, &y, n).unwrap();
+        prop_assert_eq!(pts.len(), n);
+        prop_assert_eq!(&pts[n - 1], &y);
+        let step = d / (n - 1) as f64;
+        for w in pts.windows(2) {
+            prop_assert!(l.check_point(&w[1]).is_ok());
+            let s = l.distance(&w[0], &w[1]).unwrap();
+            prop_assert!((s - step).abs() <= tol, "{} vs {}", s, step);
+        }
+    }
+
+    /// The Lorentz geodesic maps onto the Poincaré geodesic: corresponding points are
+    /// within 1e-9 in hyperbolic distance (measured in the ball, whose distance is
+    /// precise for nearby points). Points within √c·R < 4.5; both computations err by
+    /// ≲ 1e-16·e^9/√c ≈ 3e-12.
+    #[test]
+    fn lorentz_geodesic_matches_poincare((l, x, y) in lorentz_and_points(4.5), n in 2usize..7) {
+        let b = l.poincare();
+        let (px, py) = (l.to_poincare(&x).unwrap(), l.to_poincare(&y).unwrap());
+        let lp = l.geodesic(&x, &y, n).unwrap();
+        let bp = b.geodesic(&px, &py, n).unwrap();
+        for (h, p) in lp.iter().zip(&bp) {
+            let err = b.distance(&l.to_poincare(h).unwrap(), p).unwrap();
+            prop_assert!(err <= 1e-9, "err {}", err);
+        }
+    }
+
+    /// Lorentz exp/log agree with the Poincaré ones through the model conversion:
+    /// log_x(y) is the push-forward of the ball's log_p(q) (1e-9·(1 + ‖v‖), Euclidean
+    /// max coordinate: both are accurate to ~1e-13 relative at √c·R < 3), and
+    /// exp_x(push-forward of w) is the image of exp_p(w) (1e-9 in hyperbolic distance,
+    /// measured in the ball).
+    #[test]
+    fn lorentz_maps_agree_with_poincare(
+        (l, x, y) in lorentz_and_points(3.0),
+        w in prop::collection::vec(-1.0_f64..1.0, 6),
+        scale in 0.0_f64..3.0,
+    ) {
+        let (b, c) = (l.poincare(), l.c());
+        let (p, q) = (l.to_poincare(&x).unwrap(), l.to_poincare(&y).unwrap());
+        let hx = l.from_poincare(&p).unwrap();
+        let hy = l.from_poincare(&q).unwrap();
+        let lv = l.log_map(&hx, &hy).unwrap();
+        let pv = push_forward(c, &p, &b.log_map(&p, &q).unwrap());
+        prop_assert!(max_abs_diff(&lv, &pv) <= 1e-9 * (1.0 + norm(&lv)), "{:?} vs {:?}", lv, pv);
+        // A ball tangent vector of Riemannian length up to 3/√c·(√dim).
+        let wp: Vec<f64> = w[..p.len()].iter().map(|wi| wi * scale / (c.sqrt() * b.conformal_factor(&p).unwrap())).collect();
+        let via_ball = b.exp_map(&p, &wp).unwrap();
+        let via_lorentz = l.exp_map(&hx, &push_forward(c, &p, &wp)).unwrap();
+        let err = b.distance(&l.to_poincare(&via_lorentz).unwrap(), &via_ball).unwrap();
+        prop_assert!(err <= 1e-9, "err {}", err);
+    }
+
+    /// Garbage in (any f64 incl. NaN/inf, any lengths, any c, any n): exp/log/geodesic
+    /// never panic and every Ok value is finite.
+    #[test]
+    fn lorentz_maps_never_panic_or_return_non_finite(
+        c in prop::num::f64::ANY,
+        x in prop::collection::vec(prop::num::f64::ANY, 0..4),
+        y in prop::collection::vec(prop::num::f64::ANY, 0..4),
+        n in 0usize..5,
+    ) {
+        if let Ok(l) = Lorentz::new(c) {
+            for out in [l.exp_map(&x, &y), l.log_map(&x, &y)].into_iter().flatten() {
+                prop_assert!(all_finite(&out));
+            }
+            if let Ok(pts) = l.geodesic(&x, &y, n) {
+                prop_assert!(pts.iter().all(|p| all_finite(p)));
+            }
+        }
+    }
+
+    /// Valid points under extreme curvatures (c from 1e-300 to 1e300, √c·R up to 30) and
+    /// tangent vectors of any magnitude (1e-300 … 1e300): log and geodesic succeed with
+    /// finite points on the hyperboloid; exp does too unless its result is beyond the f64
+    /// range, which is reported as NonFiniteResult (never NaN, never NotTangent).
+    #[test]
+    fn lorentz_extreme_but_valid_inputs(
+        e in -300.0_f64..300.0,
+        dim in 1usize..5,
+        seed in prop::collection::vec((prop::collection::vec(-1.0_f64..1.0, 4), 0.0_f64..30.0), 2),
+        w in prop::collection::vec(-1.0_f64..1.0, 4),
+        v_exp in -300.0_f64..300.0,
+    ) {
+        let c = 10f64.powf(e);
+        let l = Lorentz::new(c).unwrap();
+        let pts: Vec<Vec<f64>> = seed
+            .iter()
+            .map(|(u, r)| {
+                let (u, s) = (&u[..dim], c.sqrt());
+                let n = norm(u);
+                let mut p = vec![r.cosh() / s];
+                p.extend(u.iter().map(|ui| if n == 0.0 { 0.0 } else { r.sinh() / s * ui / n }));
+                p
+            })
+            .collect();
+        let (x, y) = (&pts[0], &pts[1]);
+        prop_assume!(l.check_point(x).is_ok() && l.check_point(y).is_ok());
+        prop_assert!(all_finite(&l.log_map(x, y).unwrap()));
+        for p in l.geodesic(x, y, 4).unwrap() {
+            prop_assert!(l.check_point(&p).is_ok());
+        }
+        // Tangent by construction: time component from ⟨x,v⟩_L = 0, v̄ of size 10^v_exp.
+        let vs: Vec<f64> = w[..dim].iter().map(|wi| (wi + 0.5) * 10f64.powf(v_exp)).collect();
+        let v0: f64 = x[1..].iter().zip(&vs).map(|(a, b)| a / x[0] * b).sum();
+        let mut v = vec![v0];
+        v.extend(vs);
+        match l.exp_map(x, &v) {
+            Ok(p) => prop_assert!(l.check_point(&p).is_ok()),
+            Err(err) => prop_assert_eq!(err, GeometryError::NonFiniteResult { operation: "lorentz exp_map" }),
+        }
+    }
+}
+
+#[test]
+fn lorentz_map_errors() {
+    let l = Lorentz::new(1.0).unwrap();
+    let o = [1.0, 0.0, 0.0];
+    assert!(matches!(
+        l.exp_map(&o, &[0.5, 1.0, 0.0]),
+        Err(GeometryError::NotTangent { .. })
+    ));
+    assert!(matches!(
+        l.exp_map(&[1.0, 1.0, 0.0], &[0.0, 1.0, 0.0]),
+        Err(GeometryError::OffHyperboloid { .. })
+    ));
+    assert!(matches!(
+        l.log_map(&o, &[1.0, 0.0]),
+        Err(GeometryError::DimensionMismatch { .. })
+    ));
+    assert!(matches!(
+        l.exp_map(&o, &[0.0, f64::NAN, 0.0]),
+        Err(GeometryError::NonFiniteCoordinate { .. })
+    ));
+    assert!(matches!(
+        l.geodesic(&o, &[f64::INFINITY, 0.0, 0.0], 3),
+        Err(GeometryError::NonFiniteCoordinate { .. })
+    ));
+    assert_eq!(
+        l.geodesic(&o, &o, 1),
+        Err(GeometryError::TooFewGeodesicPoints { n: 1 })
+    );
+}
