@@ -17,11 +17,20 @@ struct Args {
     /// off. Bounds memory whatever the results' sizes.
     #[arg(long = "cache-bytes", env = "HSYNC_GEO_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
     cache_bytes: usize,
+    /// A different size for one operator's cache: OPERATOR=ENTRIES or
+    /// OPERATOR=ENTRIES:BYTES (repeat the flag, or separate with commas in the variable).
+    /// `geo.embed` keeps 64 entries unless set here.
+    #[arg(long = "cache", env = "HSYNC_GEO_CACHES", value_delimiter = ',')]
+    cache: Vec<String>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut caches = geometry_cache::CacheConfig::new(args.cache_entries, args.cache_bytes);
+    for spec in &args.cache {
+        caches.set_override(spec).map_err(anyhow::Error::msg)?;
+    }
     let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("geometry-cache"))?;
     let shutdown = Shutdown::on_signals();
 
@@ -36,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     tracing::info!(nats = %args.bus.nats_url, "geometry-cache ready");
-    let result = geometry_cache::run(bus.clone(), args.cache_entries, args.cache_bytes, shutdown.signal()).await;
+    let result = geometry_cache::run(bus.clone(), caches, shutdown.signal()).await;
     bus.drain().await;
     if let Err(e) = telemetry.shutdown() {
         eprintln!("telemetry shutdown: {e}");

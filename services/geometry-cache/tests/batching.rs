@@ -24,7 +24,7 @@ async fn start(nats: &NatsServer) -> Shutdown {
     let shutdown = Shutdown::new();
     let bus = connect(nats).await;
     let signal = shutdown.signal();
-    tokio::spawn(async move { geometry_cache::run(bus, 1000, 1 << 26, signal).await.expect("service") });
+    tokio::spawn(async move { geometry_cache::run(bus, geometry_cache::CacheConfig::new(1000, 1 << 26), signal).await.expect("service") });
     let probe = OperatorClient::new(connect(nats).await);
     for _ in 0..200 {
         if probe.call_batch(Names::default().operator_batch(DISTANCE), vec![]).await.is_ok() {
