@@ -137,10 +137,26 @@ where
             }
             Err(e) => Err(e.to_reply()),
         };
+        // A reply over the server's max_payload would be dropped by the server and the
+        // caller would only see a timeout; say what happened instead.
+        let max_payload = bus.client().server_info().max_payload;
         let (mut h, body) = match result.and_then(|resp| {
             bus.codec()
                 .encode(&resp, format)
                 .map_err(|e| e.to_reply())
+                .and_then(|(h, body)| {
+                    if max_payload > 0 && body.len() > max_payload {
+                        Err(ErrorReply::new(
+                            ErrorCode::PayloadTooLarge,
+                            format!(
+                                "the reply is {} bytes, over the NATS server's max_payload of {max_payload}; ask for less",
+                                body.len()
+                            ),
+                        ))
+                    } else {
+                        Ok((h, body))
+                    }
+                })
         }) {
             Ok(ok) => ok,
             Err(err) => {
