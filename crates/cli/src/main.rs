@@ -4,6 +4,7 @@
 mod bench;
 mod cluster;
 mod commands;
+mod geo;
 mod policy;
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ enum Command {
     /// Cedar policies and their schema: put, get, list, delete, test (exit 3 on deny).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Hyperbolic geometry: embed a tree and save the points; inspect embedding tables.
+    #[command(subcommand)]
+    Geo(geo::GeoCommand),
     /// Receipts: fetch, verify offline, get the log's verifier key.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
@@ -153,6 +157,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Operators(OperatorsCommand::Register { def }) => commands::operators_register(&cli.bus, &def).await,
         Command::Operators(OperatorsCommand::Remove { id }) => commands::operators_remove(&cli.bus, &id).await,
         Command::Policy(cmd) => policy::run(&cli.bus, cmd).await,
+        Command::Geo(cmd) => geo::run(&cli.bus, cmd).await,
         Command::Receipt(ReceiptCommand::Get { operation_id }) => commands::receipt_get(&cli.bus, &operation_id).await,
         Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,

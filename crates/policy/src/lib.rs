@@ -32,7 +32,7 @@
 //! | string                                | `String`                                                |
 //! | `true` / `false`                      | `Bool`                                                  |
 //! | integer (fits in 64-bit signed)       | `Long`                                                  |
-//! | any other number (`0.75`, `2.0`, `1e3`) | `decimal`, rounded to 4 fractional digits             |
+//! | any other number (`0.75`, `2.0`, `1e3`) | `decimal`, rounded down to 4 fractional digits        |
 //! | array                                 | `Set` (duplicates collapse, order is lost)              |
 //! | object                                | record                                                  |
 //! | `null`                                | the attribute is left out (`context has x` is false)    |
@@ -700,13 +700,15 @@ fn to_cedar(
 const DECIMAL_SCALE: f64 = 10_000.0;
 const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
 
-/// Formats `x` as a Cedar decimal literal, rounded to 4 fractional digits
-/// (half away from zero).
+/// Formats `x` as a Cedar decimal literal, rounded down (towards −∞) to 4 fractional
+/// digits. Rounding down keeps `x < t` and `x >= t` exact for every threshold `t` a
+/// policy can write (4 digits): a norm of 0.99996 stays below `1.0`, where rounding to
+/// nearest would have made it `1.0000` and refused a point inside the ball.
 fn f64_to_decimal(x: f64) -> Result<String, String> {
     if !x.is_finite() {
         return Err(format!("{x} is not a finite number"));
     }
-    let scaled = (x * DECIMAL_SCALE).round();
+    let scaled = (x * DECIMAL_SCALE).floor();
     // i64 covers [-2^63, 2^63); both bounds are exact in f64.
     if !(-TWO_POW_63..TWO_POW_63).contains(&scaled) {
         return Err(format!(

@@ -121,8 +121,10 @@ fn the_examples_decide_realistic_steps() {
         (Step { what: "curvature nearly flat", principal: "alice", stage: Stage::Pre, operator: "geo.poincare.distance", capabilities: GEO_CAPS, context: geo_pre(0.5, json!({"c": 0.05})) }, false, vec!["curvature-bounds"]),
         (Step { what: "a point outside the ball", principal: "alice", stage: Stage::Pre, operator: "geo.geodesic", capabilities: GEO_CAPS, context: geo_pre(1.2042, json!({})) }, false, vec!["points-inside-ball"]),
         (Step { what: "a point just inside, at 4 digits", principal: "alice", stage: Stage::Pre, operator: "geo.geodesic", capabilities: GEO_CAPS, context: geo_pre(0.9999, json!({})) }, true, vec!["baseline-permit"]),
-        // 0.99996 rounds to the decimal 1.0000, which is not inside.
-        (Step { what: "a point that rounds onto the boundary", principal: "alice", stage: Stage::Pre, operator: "geo.geodesic", capabilities: GEO_CAPS, context: geo_pre(0.99996, json!({})) }, false, vec!["points-inside-ball"]),
+        // 0.99996 (10.6 from the origin) rounds down to the decimal 0.9999: inside.
+        (Step { what: "a point near the boundary", principal: "alice", stage: Stage::Pre, operator: "geo.geodesic", capabilities: GEO_CAPS, context: geo_pre(0.99996, json!({})) }, true, vec!["baseline-permit"]),
+        (Step { what: "a point on the boundary", principal: "alice", stage: Stage::Pre, operator: "geo.geodesic", capabilities: GEO_CAPS, context: geo_pre(1.0, json!({})) }, false, vec!["points-inside-ball"]),
+        (Step { what: "an embedding from an edge list (no points)", principal: "alice", stage: Stage::Pre, operator: "geo.embed", capabilities: GEO_CAPS, context: json!({"job_id": "job-1", "node_id": "tree", "arg_count": 1, "input_size": 40, "tau": 1.5}) }, true, vec!["baseline-permit"]),
         (Step { what: "a hyperbolic step without points", principal: "alice", stage: Stage::Pre, operator: "geo.poincare.distance", capabilities: GEO_CAPS, context: json!({"job_id": "job-1", "node_id": "d", "arg_count": 0, "input_size": 0}) }, false, vec!["points-inside-ball"]),
         (Step { what: "a non-member runs a hyperbolic operator", principal: "mallory", stage: Stage::Pre, operator: "geo.poincare.distance", capabilities: GEO_CAPS, context: geo_pre(0.5, json!({})) }, false, vec!["hyperbolic-principals"]),
         (Step { what: "a non-member runs vector math", principal: "mallory", stage: Stage::Pre, operator: "vec.add", capabilities: &["math"], context: geo_pre(3.0, json!({})) }, true, vec!["baseline-permit"]),

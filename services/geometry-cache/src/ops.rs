@@ -85,8 +85,15 @@ pub const OPS: &[GeoOp] = &[
     },
     GeoOp {
         id: "geo.knn",
-        description: "the k points nearest to a query in the Poincaré ball: {indices, distances}",
-        args: &[("query", ArgKind::Vector, true), ("points", ArgKind::Points, true), ("k", ArgKind::Integer, false), C],
+        // `neighbours`, not `k`: policy context attributes share one type per name, and
+        // `k` is vec.scale's decimal factor.
+        description: "the `neighbours` (default 10) points nearest to a query in the Poincaré ball: {indices, distances}",
+        args: &[
+            ("query", ArgKind::Vector, true),
+            ("points", ArgKind::Points, true),
+            ("neighbours", ArgKind::Integer, false),
+            C,
+        ],
         run: knn,
         default_entries: None,
     },
@@ -250,7 +257,7 @@ fn frechet_mean(args: &Args) -> Result<Value, ErrorReply> {
 fn knn(args: &Args) -> Result<Value, ErrorReply> {
     let query = required_vector(args, "query")?;
     let points = point_set(args, "points")?;
-    let k = integer(args, "k", 1..=points.len() as i64, 10.min(points.len() as i64))? as usize;
+    let k = integer(args, "neighbours", 1..=points.len() as i64, 10.min(points.len() as i64))? as usize;
     let found = ball(args)?.knn(&query, &points, k).map_err(geometry_error)?;
     Ok(Value::Map(
         [
@@ -373,9 +380,9 @@ mod tests {
         assert_eq!(exp_map(&a).unwrap_err().argument.as_deref(), Some("v"));
         let a = args(&[("points", rows(&[])), ("query", vec_value(&[0.1]))]);
         assert_eq!(knn(&a).unwrap_err().argument.as_deref(), Some("points"));
-        let a = args(&[("points", rows(&[&[0.1], &[0.2]])), ("query", vec_value(&[0.1])), ("k", Value::Int(3))]);
+        let a = args(&[("points", rows(&[&[0.1], &[0.2]])), ("query", vec_value(&[0.1])), ("neighbours", Value::Int(3))]);
         let e = knn(&a).unwrap_err();
-        assert_eq!(e.argument.as_deref(), Some("k"), "{e:?}");
+        assert_eq!(e.argument.as_deref(), Some("neighbours"), "{e:?}");
         assert!(e.message.contains("between 1 and 2"), "{}", e.message);
     }
 
@@ -422,7 +429,7 @@ mod tests {
         let two = rows(&[&[0.5, 0.0], &[-0.5, 0.0]]);
         let mean = as_vec(&frechet_mean(&args(&[("points", two), ("weights", vec_value(&[1.0, 0.0]))])).unwrap());
         assert!((mean[0] - 0.5).abs() < 1e-9, "{mean:?}");
-        let found = knn(&args(&[("points", pts), ("query", vec_value(&[0.45, 0.0])), ("k", Value::Int(2))])).unwrap();
+        let found = knn(&args(&[("points", pts), ("query", vec_value(&[0.45, 0.0])), ("neighbours", Value::Int(2))])).unwrap();
         assert_eq!(field(&found, "indices"), &Value::Array(vec![Value::Int(1), Value::Int(0)]));
         assert_eq!(as_vec(field(&found, "distances")).len(), 2);
         let many = Value::Array(vec![vec_value(&[0.0]); MAX_PAIRWISE_POINTS + 1]);

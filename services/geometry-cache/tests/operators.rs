@@ -77,7 +77,7 @@ async fn embeddings_and_neighbours_over_nats() {
 
     // The nearest neighbour of a point among points it belongs to is itself, at distance 0.
     let pts = Value::Array((0..50).map(|i| Value::Tensor(Tensor::vector(vec![i as f64 / 60.0, 0.1]))).collect());
-    let knn = call("geo.knn", vec![("points", pts), ("query", Value::Tensor(Tensor::vector(vec![20.0 / 60.0, 0.1]))), ("k", Value::Int(3))]);
+    let knn = call("geo.knn", vec![("points", pts), ("query", Value::Tensor(Tensor::vector(vec![20.0 / 60.0, 0.1]))), ("neighbours", Value::Int(3))]);
     let out = client.call(names.operator("geo.knn"), &knn).await.expect("knn");
     let Value::Array(indices) = field(&out.output, "indices") else { panic!("indices") };
     assert_eq!(indices[0], Value::Int(20));
