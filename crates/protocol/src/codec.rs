@@ -34,6 +34,16 @@ pub mod headers {
 
 /// Default threshold above which payloads are compressed.
 pub const DEFAULT_COMPRESS_THRESHOLD: usize = 1024;
+/// Payloads from this size are probed with a sample before being compressed whole.
+const PROBE_FROM: usize = 4 * 1024;
+/// Largest sample (a quarter of the payload up to this).
+const PROBE: usize = 4 * 1024;
+
+/// Compression must save at least a tenth of the bytes to be kept.
+fn worth_it(compressed: usize, raw: usize) -> bool {
+    compressed * 10 <= raw * 9
+}
+
 /// Default bound on a decoded (decompressed) payload.
 pub const DEFAULT_MAX_DECODED_SIZE: usize = 64 * 1024 * 1024;
 
@@ -151,23 +161,34 @@ impl Codec {
             Format::Json => serde_json::to_writer(&mut *raw, value).map_err(|e| e.to_string()),
         }
         .map_err(|message| CodecError::Encode { what, message })?;
-        if raw.len() > self.compress_threshold {
-            let compressed = if pool::pooling() {
-                pool::compress(raw, self.zstd_level)
-            } else {
-                zstd::bulk::compress(raw, self.zstd_level)
-            }
-            .map_err(|e| CodecError::Encode {
-                what,
-                message: format!("zstd: {e}"),
-            })?;
-            // Only keep the compressed form when it actually saves bytes.
-            if compressed.len() < raw.len() {
+        if raw.len() > self.compress_threshold && self.probably_compressible(raw, what)? {
+            let compressed = self.compress(raw, what)?;
+            // Keep the compressed form only when it saves enough to pay for the reader's
+            // decompression.
+            if worth_it(compressed.len(), raw.len()) {
                 h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
                 return Ok(Bytes::from(compressed));
             }
         }
         Ok(into_bytes(raw))
+    }
+
+    fn compress(&self, data: &[u8], what: &'static str) -> Result<Vec<u8>, CodecError> {
+        if pool::pooling() { pool::compress(data, self.zstd_level) } else { zstd::bulk::compress(data, self.zstd_level) }
+            .map_err(|e| CodecError::Encode { what, message: format!("zstd: {e}") })
+    }
+
+    /// For a large payload, compresses a sample from its middle first: raw f64 tensors
+    /// (geodesics, embeddings) barely compress, and zstd on them cost 3.5x the geodesic
+    /// itself on both ends (docs/PERFORMANCE.md).
+    fn probably_compressible(&self, raw: &[u8], what: &'static str) -> Result<bool, CodecError> {
+        if raw.len() < PROBE_FROM {
+            return Ok(true);
+        }
+        let size = (raw.len() / 4).min(PROBE);
+        let start = raw.len() / 2 - size / 2;
+        let sample = &raw[start..start + size];
+        Ok(worth_it(self.compress(sample, what)?.len(), size))
     }
 
     /// Decodes a payload in whatever format and encoding its headers say.
@@ -404,6 +425,35 @@ mod tests {
         assert_eq!(h.get(headers::CONTENT_ENCODING).unwrap().as_str(), "zstd");
         let back: Job = c.decode(Some(&h), &b).unwrap();
         assert_eq!(back, job(200));
+    }
+
+    #[test]
+    fn incompressible_payloads_are_sent_raw() {
+        // Pseudo-random f64s, like a geodesic's or an embedding's coordinates: zstd saves
+        // a few percent at best, so both the small (compressed whole, then dropped) and the
+        // large (probed with a sample) payload go out raw, and decode as they are.
+        let c = Codec::default();
+        let mut s = 1u64;
+        let mut noise = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (s >> 11) as f64 / (1u64 << 53) as f64
+                })
+                .collect()
+        };
+        for n in [500, 50_000] {
+            let v = Value::Tensor(crate::Tensor::vector(noise(n)));
+            let (h, b) = c.encode(&v, Format::MsgPack).unwrap();
+            assert!(h.get(headers::CONTENT_ENCODING).is_none(), "{n} floats were compressed");
+            assert!(b.len() > n * 8);
+            assert_eq!(c.decode::<Value>(Some(&h), &b).unwrap(), v);
+        }
+        // A large payload that compresses is still compressed.
+        let v = Value::Tensor(crate::Tensor::vector(vec![0.25; 50_000]));
+        let (h, b) = c.encode(&v, Format::MsgPack).unwrap();
+        assert_eq!(h.get(headers::CONTENT_ENCODING).unwrap().as_str(), "zstd");
+        assert!(b.len() < 50_000);
     }
 
     #[test]
