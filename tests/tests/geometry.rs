@@ -1,6 +1,7 @@
 //! The geometry operators through the whole installation: the example embedding job runs
 //! (embedding → nearest neighbours and mean of its points → an exp step), and
-//! `hsync geo embed` saves the service's embedding as a table identical to a local one.
+//! `hsync geo embed` saves the service's embedding as a table identical to a local one,
+//! which the service then searches in place (`geo.table.knn`).
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -55,9 +56,10 @@ async fn the_example_embedding_job_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hsync_geo_embed_saves_the_services_embedding() {
-    let c = Cluster::start().await.expect("cluster starts");
+async fn hsync_geo_embed_saves_the_services_embedding_and_the_service_searches_it() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let tables = dir.path().to_str().unwrap().to_string();
+    let c = Cluster::start_with(&[("HSYNC_GEO_TABLES_DIR", &tables)]).await.expect("cluster starts");
     let edges = dir.path().join("tree.txt");
     // A binary tree of 63 nodes plus one cycle edge, which the spanning tree leaves out.
     let mut text = String::from("# parent child\n");
@@ -66,7 +68,7 @@ async fn hsync_geo_embed_saves_the_services_embedding() {
     }
     text.push_str("3,4\n");
     std::fs::write(&edges, text).expect("edge list");
-    let (remote, local) = (dir.path().join("remote.emb"), dir.path().join("local.emb"));
+    let (remote, local) = (dir.path().join("tree.emb"), dir.path().join("local.emb"));
     let edges = edges.to_str().unwrap();
 
     let summary = json_of(&hsync(&c, &["geo", "embed", edges, "--dim", "3", "--out", remote.to_str().unwrap()]));
@@ -87,6 +89,20 @@ async fn hsync_geo_embed_saves_the_services_embedding() {
     let tau = summary["tau"].as_f64().unwrap();
     let norm = row.iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - (tau / 2.0).tanh()).abs() < 1e-12, "{norm} vs tau {tau}");
+
+    // The saved table is searched in place by the service (memory-mapped): the nodes
+    // nearest the origin are the root and its two children.
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "submitter": "alice",
+        "nodes": [{"id": "near", "op": "geo.table.knn", "args": {"table": "tree", "query": [0.0, 0.0, 0.0], "neighbours": 3}}]
+    }))
+    .unwrap();
+    let result = JobClient::new(c.bus.clone()).run(&job, Duration::from_secs(30)).await.expect("job runs");
+    assert_eq!(result.status, JobStatus::Succeeded, "{:?}", result.error);
+    let Value::Array(near) = field(&result.outputs["near"], "indices") else { panic!("indices") };
+    let mut near: Vec<i64> = near.iter().map(|v| v.as_i64().unwrap()).collect();
+    near.sort();
+    assert_eq!(near, [0, 1, 2]);
 
     // A bad edge list is refused before anything is sent, naming the line.
     std::fs::write(dir.path().join("bad.txt"), "0 1\n1 two\n").unwrap();

@@ -30,7 +30,8 @@ fn query(operator: &str) -> PolicyQuery {
     }
 }
 
-/// Serves the policy subject until the test ends; returns the message counter.
+/// Serves the policy subject until the test ends; returns the message counter once the
+/// server routes to it.
 async fn responder(bus: Arc<Bus>) -> Arc<AtomicUsize> {
     let messages = Arc::new(AtomicUsize::new(0));
     let mut sub = bus
@@ -38,7 +39,26 @@ async fn responder(bus: Arc<Bus>) -> Arc<AtomicUsize> {
         .subscribe(bus.names().policy_evaluate())
         .await
         .expect("subscribe");
-    bus.primary().flush().await.expect("flush");
+    // `flush` only writes the SUB to the socket; it does not wait for the server to
+    // process it, so a request from another connection could still find no responder.
+    // The server handles one connection's commands in order: once a later subscription
+    // on this connection answers, the policy subscription is in place too.
+    let mut ready = bus.primary().subscribe("test.responder.ready").await.expect("subscribe");
+    let ready_bus = bus.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = ready.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = ready_bus.primary().publish(reply, "ok".into()).await;
+            }
+        }
+    });
+    for attempt in 0.. {
+        match tokio::time::timeout(Duration::from_secs(1), bus.primary().request("test.responder.ready", "".into())).await {
+            Ok(Ok(_)) => break,
+            _ if attempt < 100 => tokio::time::sleep(Duration::from_millis(10)).await,
+            _ => panic!("the responder never became reachable"),
+        }
+    }
     let seen = messages.clone();
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {

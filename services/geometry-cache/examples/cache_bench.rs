@@ -84,7 +84,9 @@ fn rate(min_secs: f64, mut f: impl FnMut()) -> f64 {
 }
 
 fn in_process(secs: f64) -> anyhow::Result<()> {
-    let run = OPS.iter().find(|o| o.id == GEODESIC).expect("the service has geo.geodesic").run;
+    let op = OPS.iter().find(|o| o.id == GEODESIC).expect("the service has geo.geodesic");
+    let ctx = geometry_cache::Context::default();
+    let run = |a: &hsync_operators::Args| op.call(&ctx, a);
     println!("\n### in process, no NATS: `geo.geodesic`, n = {POINTS} (best of {ROUNDS} rounds)\n");
     println!("| dim | direct compute µs | cache hit µs | of which hashing µs | cache miss µs | direct ÷ hit | reply kB | reply encode µs | reply decode µs | encode + decode without zstd µs |");
     println!("|---|---|---|---|---|---|---|---|---|---|");

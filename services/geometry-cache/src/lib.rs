@@ -17,7 +17,7 @@ mod ops;
 
 pub use cache::{CacheConfig, GeoCache};
 pub use ops::{
-    GeoOp, MAX_DIMENSION, MAX_EMBED_DIMENSION, MAX_EMBED_NODES, MAX_GEODESIC_POINTS, MAX_PAIRWISE_POINTS, MAX_POINT_SET,
+    Compute, Context, GeoOp, MAX_DIMENSION, MAX_EMBED_DIMENSION, MAX_EMBED_NODES, MAX_GEODESIC_POINTS, MAX_PAIRWISE_POINTS, MAX_POINT_SET,
     MAX_QUALITY_SOURCES, OPS,
 };
 
@@ -30,8 +30,8 @@ pub fn definitions(names: &Names) -> Vec<OperatorDef> {
             id: op.id.to_string(),
             version: VERSION.to_string(),
             capabilities: vec!["geometry".to_string(), "hyperbolic".to_string()],
-            deterministic: true,
-            cacheable: true,
+            deterministic: op.deterministic(),
+            cacheable: op.deterministic(),
             provider: Provider::Nats {
                 subject: names.operator(op.id),
                 batch_subject: Some(names.operator_batch(op.id)),
@@ -51,8 +51,22 @@ pub fn definitions(names: &Names) -> Vec<OperatorDef> {
         .collect()
 }
 
-/// Runs one call of operator `OPS[i]` through its cache.
-fn serve_call(cache: &GeoCache, i: usize, call: &OperatorCall) -> Result<OperatorOutput, ErrorReply> {
+/// What the service runs with.
+#[derive(Clone, Debug)]
+pub struct GeoConfig {
+    pub caches: CacheConfig,
+    /// Directory of the embedding tables `geo.table.*` read (`<name>.emb`).
+    pub tables_dir: Option<std::path::PathBuf>,
+}
+
+impl From<CacheConfig> for GeoConfig {
+    fn from(caches: CacheConfig) -> Self {
+        GeoConfig { caches, tables_dir: None }
+    }
+}
+
+/// Runs one call of operator `OPS[i]` through its cache (deterministic operators only).
+fn serve_call(ctx: &Context, cache: &GeoCache, i: usize, call: &OperatorCall) -> Result<OperatorOutput, ErrorReply> {
     let op = &OPS[i];
     if call.operator != op.id {
         return Err(ErrorReply::new(
@@ -60,13 +74,19 @@ fn serve_call(cache: &GeoCache, i: usize, call: &OperatorCall) -> Result<Operato
             format!("this subject serves `{}`, the call names `{}`", op.id, call.operator),
         ));
     }
-    let (output, cached) = cache.get_or_compute(&call.args, op.run)?;
+    if !op.deterministic() {
+        return op.call(ctx, &call.args).map(|output| OperatorOutput { output, cached: false });
+    }
+    let (output, cached) = cache.get_or_compute(&call.args, |args| op.call(ctx, args))?;
     Ok(OperatorOutput { output, cached })
 }
 
 /// Serves every operator, one call at a time and in batches, until shutdown (the binary
 /// registers [`definitions`] first).
-pub async fn run(bus: Arc<Bus>, caches: CacheConfig, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+pub async fn run(bus: Arc<Bus>, config: impl Into<GeoConfig>, shutdown: ShutdownSignal) -> anyhow::Result<()> {
+    let config = config.into();
+    let caches = &config.caches;
+    let ctx = Arc::new(Context { tables_dir: config.tables_dir.clone() });
     let caches: Arc<Vec<GeoCache>> = Arc::new(
         OPS.iter()
             .map(|op| {
@@ -97,6 +117,7 @@ pub async fn run(bus: Arc<Bus>, caches: CacheConfig, shutdown: ShutdownSignal) -
             .await
             .map_err(|e| anyhow::anyhow!("cannot add endpoint {}: {e}", op.id))?;
         let call_caches = caches.clone();
+        let call_ctx = ctx.clone();
         tasks.push(tokio::spawn(serve(
             bus.clone(),
             endpoint,
@@ -104,13 +125,14 @@ pub async fn run(bus: Arc<Bus>, caches: CacheConfig, shutdown: ShutdownSignal) -
             ServeOptions::default(),
             move |req: Incoming<OperatorCall>| {
                 let caches = call_caches.clone();
+                let ctx = call_ctx.clone();
                 async move {
                     let call = req.body;
                     let span = tracing::Span::current();
                     span.record("hsync.job_id", call.job_id.as_str());
                     span.record("hsync.node_id", call.node_id.as_str());
                     span.record("hsync.operator", OPS[i].id);
-                    let out = tokio::task::spawn_blocking(move || serve_call(&caches[i], i, &call))
+                    let out = tokio::task::spawn_blocking(move || serve_call(&ctx, &caches[i], i, &call))
                         .await
                         .map_err(|e| ErrorReply::new(ErrorCode::Internal, format!("geometry task: {e}")))??;
                     span.record("hsync.cache_hit", out.cached);
@@ -126,6 +148,7 @@ pub async fn run(bus: Arc<Bus>, caches: CacheConfig, shutdown: ShutdownSignal) -
             .await
             .map_err(|e| anyhow::anyhow!("cannot add endpoint {batch_name}: {e}"))?;
         let caches = caches.clone();
+        let batch_ctx = ctx.clone();
         tasks.push(tokio::spawn(serve(
             bus.clone(),
             endpoint,
@@ -133,6 +156,7 @@ pub async fn run(bus: Arc<Bus>, caches: CacheConfig, shutdown: ShutdownSignal) -
             ServeOptions::default(),
             move |req: Incoming<OperatorBatch>| {
                 let caches = caches.clone();
+                let ctx = batch_ctx.clone();
                 async move {
                     let calls = req.body.calls;
                     if calls.len() > MAX_OPERATOR_BATCH {
@@ -146,7 +170,7 @@ pub async fn run(bus: Arc<Bus>, caches: CacheConfig, shutdown: ShutdownSignal) -
                     let results = tokio::task::spawn_blocking(move || {
                         calls
                             .iter()
-                            .map(|call| OperatorResult::from_result(serve_call(&caches[i], i, call)))
+                            .map(|call| OperatorResult::from_result(serve_call(&ctx, &caches[i], i, call)))
                             .collect()
                     })
                     .await

@@ -22,6 +22,10 @@ struct Args {
     /// `geo.embed` keeps 64 entries unless set here.
     #[arg(long = "cache", env = "HSYNC_GEO_CACHES", value_delimiter = ',')]
     cache: Vec<String>,
+    /// Directory of embedding tables (`<name>.emb`, e.g. written by `hsync geo embed
+    /// --out`) that `geo.table.knn` searches by memory mapping; unset: it refuses.
+    #[arg(long = "tables-dir", env = "HSYNC_GEO_TABLES_DIR")]
+    tables_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -45,7 +49,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     tracing::info!(nats = %args.bus.nats_url, "geometry-cache ready");
-    let result = geometry_cache::run(bus.clone(), caches, shutdown.signal()).await;
+    let result = geometry_cache::run(
+        bus.clone(),
+        geometry_cache::GeoConfig { caches, tables_dir: args.tables_dir.clone() },
+        shutdown.signal(),
+    ).await;
     bus.drain().await;
     if let Err(e) = telemetry.shutdown() {
         eprintln!("telemetry shutdown: {e}");

@@ -1,6 +1,9 @@
 //! The `geo.*` operators: argument parsing and limits around the geometry library.
 //! Every function checks what it is given and names the argument at fault.
 
+use std::path::{Path, PathBuf};
+
+use hsync_embeddings::EmbeddingTable;
 use hsync_geometry::{embed_tree, EmbedOptions, GeometryError, MeanOptions, PoincareBall};
 use hsync_operators::Args;
 use hsync_protocol::operator::ArgKind;
@@ -21,14 +24,57 @@ pub const MAX_EMBED_DIMENSION: i64 = 64;
 /// Most source nodes for an embedding's quality measures (each costs O(n)).
 pub const MAX_QUALITY_SOURCES: i64 = 1_000;
 
+/// What the service was configured with that some operators need.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// Where `geo.table.*` find embedding tables (`<name>.emb`); none: those operators
+    /// refuse.
+    pub tables_dir: Option<PathBuf>,
+}
+
+/// How an operator computes.
+#[derive(Clone, Copy)]
+pub enum Compute {
+    /// From its arguments alone: deterministic, so its results are cached.
+    Pure(fn(&Args) -> Result<Value, ErrorReply>),
+    /// Reads embedding tables, which can be replaced: neither deterministic nor cached.
+    Tables(fn(&Path, &Args) -> Result<Value, ErrorReply>),
+}
+
 /// One operator served by this service.
 pub struct GeoOp {
     pub id: &'static str,
     pub description: &'static str,
     pub args: &'static [(&'static str, ArgKind, bool)],
-    pub run: fn(&Args) -> Result<Value, ErrorReply>,
+    pub compute: Compute,
     /// Entries its cache holds unless configured otherwise (embeddings are large).
     pub default_entries: Option<usize>,
+}
+
+impl GeoOp {
+    /// Runs the operator.
+    pub fn call(&self, ctx: &Context, args: &Args) -> Result<Value, ErrorReply> {
+        match self.compute {
+            Compute::Pure(f) => f(args),
+            Compute::Tables(f) => {
+                let dir = ctx.tables_dir.as_deref().ok_or_else(|| {
+                    ErrorReply::new(
+                        ErrorCode::InvalidArgument,
+                        format!(
+                            "{} reads embedding tables, and this geometry-cache has no tables directory (HSYNC_GEO_TABLES_DIR)",
+                            self.id
+                        ),
+                    )
+                })?;
+                f(dir, args)
+            }
+        }
+    }
+
+    /// Whether its results depend on its arguments only.
+    pub fn deterministic(&self) -> bool {
+        matches!(self.compute, Compute::Pure(_))
+    }
 }
 
 const C: (&str, ArgKind, bool) = ("c", ArgKind::Number, false);
@@ -38,49 +84,49 @@ pub const OPS: &[GeoOp] = &[
         id: "geo.poincare.distance",
         description: "geodesic distance between two points of the Poincaré ball of curvature -c",
         args: &[("x", ArgKind::Vector, true), ("y", ArgKind::Vector, true), C],
-        run: poincare_distance,
+        compute: Compute::Pure(poincare_distance),
         default_entries: None,
     },
     GeoOp {
         id: "geo.geodesic",
         description: "n points evenly spaced along the geodesic from x to y in the Poincaré ball",
         args: &[("x", ArgKind::Vector, true), ("y", ArgKind::Vector, true), ("n", ArgKind::Integer, false), C],
-        run: geodesic,
+        compute: Compute::Pure(geodesic),
         default_entries: None,
     },
     GeoOp {
         id: "geo.poincare.mobius_add",
         description: "Möbius addition x ⊕ y in the Poincaré ball",
         args: &[("x", ArgKind::Vector, true), ("y", ArgKind::Vector, true), C],
-        run: mobius_add,
+        compute: Compute::Pure(mobius_add),
         default_entries: None,
     },
     GeoOp {
         id: "geo.poincare.exp",
         description: "exponential map: the point reached from x (default the origin) along tangent vector v",
         args: &[("v", ArgKind::Numbers, true), ("x", ArgKind::Vector, false), C],
-        run: exp_map,
+        compute: Compute::Pure(exp_map),
         default_entries: None,
     },
     GeoOp {
         id: "geo.poincare.log",
         description: "logarithmic map: the tangent vector at x (default the origin) pointing to y",
         args: &[("y", ArgKind::Vector, true), ("x", ArgKind::Vector, false), C],
-        run: log_map,
+        compute: Compute::Pure(log_map),
         default_entries: None,
     },
     GeoOp {
         id: "geo.pairwise_distances",
         description: "n x n matrix of distances between points of the Poincaré ball",
         args: &[("points", ArgKind::Points, true), C],
-        run: pairwise_distances,
+        compute: Compute::Pure(pairwise_distances),
         default_entries: None,
     },
     GeoOp {
         id: "geo.frechet_mean",
         description: "weighted Fréchet mean (barycenter) of points of the Poincaré ball",
         args: &[("points", ArgKind::Points, true), ("weights", ArgKind::Numbers, false), C],
-        run: frechet_mean,
+        compute: Compute::Pure(frechet_mean),
         default_entries: None,
     },
     GeoOp {
@@ -94,7 +140,7 @@ pub const OPS: &[GeoOp] = &[
             ("neighbours", ArgKind::Integer, false),
             C,
         ],
-        run: knn,
+        compute: Compute::Pure(knn),
         default_entries: None,
     },
     GeoOp {
@@ -110,8 +156,15 @@ pub const OPS: &[GeoOp] = &[
             ("quality_sources", ArgKind::Integer, false),
             C,
         ],
-        run: embed,
+        compute: Compute::Pure(embed),
         default_entries: Some(64),
+    },
+    GeoOp {
+        id: "geo.table.knn",
+        description: "the `neighbours` (default 10) rows of a stored embedding table nearest to a query: {indices, distances}",
+        args: &[("table", ArgKind::String, true), ("query", ArgKind::Vector, true), ("neighbours", ArgKind::Integer, false)],
+        compute: Compute::Tables(table_knn),
+        default_entries: Some(0),
     },
 ];
 
@@ -259,13 +312,54 @@ fn knn(args: &Args) -> Result<Value, ErrorReply> {
     let points = point_set(args, "points")?;
     let k = integer(args, "neighbours", 1..=points.len() as i64, 10.min(points.len() as i64))? as usize;
     let found = ball(args)?.knn(&query, &points, k).map_err(geometry_error)?;
-    Ok(Value::Map(
+    Ok(neighbours_value(&found))
+}
+
+fn neighbours_value(found: &[hsync_geometry::Neighbour]) -> Value {
+    Value::Map(
         [
             ("indices".to_string(), Value::Array(found.iter().map(|n| Value::Int(n.index as i64)).collect())),
             ("distances".to_string(), vector_value(found.iter().map(|n| n.distance).collect())),
         ]
         .into(),
-    ))
+    )
+}
+
+/// A table name: letters, digits, '-', '_' and '.', not starting with '.', so that it
+/// names a file inside the tables directory and nothing else.
+fn table_path(dir: &Path, args: &Args) -> Result<(String, PathBuf), ErrorReply> {
+    let v = args.get("table").ok_or_else(|| invalid("table", "missing"))?;
+    let name = v.as_str().ok_or_else(|| invalid("table", format!("expected a name, found {}", v.type_name())))?;
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        return Err(invalid(
+            "table",
+            format!("{name:?} is not a table name (1-128 letters, digits, '-', '_', '.', not starting with '.')"),
+        ));
+    }
+    Ok((name.to_string(), dir.join(format!("{name}.emb"))))
+}
+
+fn table_knn(dir: &Path, args: &Args) -> Result<Value, ErrorReply> {
+    let (name, path) = table_path(dir, args)?;
+    if !path.is_file() {
+        return Err(ErrorReply::new(ErrorCode::NotFound, format!("no embedding table `{name}` (looked for {})", path.display()))
+            .at_argument("table"));
+    }
+    // Mapped, not read: a table larger than memory is searched page by page.
+    let table = EmbeddingTable::open(&path).map_err(|e| invalid("table", e))?;
+    if table.rows() == 0 {
+        return Err(invalid("table", format!("table `{name}` has no rows")));
+    }
+    let ball = PoincareBall::new(table.c()).map_err(|e| invalid("table", format!("table `{name}`: {e}")))?;
+    let query = required_vector(args, "query")?;
+    let k = integer(args, "neighbours", 1..=table.rows() as i64, 10.min(table.rows() as i64))? as usize;
+    let rows: Vec<&[f64]> = table.data().chunks(table.dim()).collect();
+    let found = ball.knn(&query, &rows, k).map_err(geometry_error)?;
+    Ok(neighbours_value(&found))
 }
 
 fn embed(args: &Args) -> Result<Value, ErrorReply> {
@@ -469,5 +563,49 @@ mod tests {
         assert_eq!(e.argument.as_deref(), Some("dim"));
         let e = embed(&args(&[("edges", edges(&[(0, 1)])), ("nodes", Value::Int(1))])).unwrap_err();
         assert!(e.message.contains("nodes are numbered 0..1"), "{}", e.message);
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    fn op(id: &str) -> &'static GeoOp {
+        OPS.iter().find(|o| o.id == id).unwrap()
+    }
+
+    fn args(pairs: &[(&str, Value)]) -> Args {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn table_knn_searches_a_mapped_table_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<Vec<f64>> = (0..100).map(|i| vec![i as f64 / 120.0, 0.0]).collect();
+        hsync_embeddings::write(&dir.path().join("line.emb"), 1.0, 2, &rows).unwrap();
+        let ctx = Context { tables_dir: Some(dir.path().to_path_buf()) };
+        let knn = op("geo.table.knn");
+        assert!(!knn.deterministic());
+        let query = Value::Tensor(Tensor::vector(vec![50.0 / 120.0, 0.0]));
+        let out = knn
+            .call(&ctx, &args(&[("table", Value::Str("line".into())), ("query", query.clone()), ("neighbours", Value::Int(3))]))
+            .unwrap();
+        let Value::Map(m) = out else { panic!("a map") };
+        assert_eq!(m["indices"], Value::Array(vec![Value::Int(50), Value::Int(49), Value::Int(51)]));
+
+        for (name, code, needle) in [
+            ("../line", ErrorCode::InvalidArgument, "not a table name"),
+            (".hidden", ErrorCode::InvalidArgument, "not a table name"),
+            ("nope", ErrorCode::NotFound, "no embedding table `nope`"),
+        ] {
+            let e = knn.call(&ctx, &args(&[("table", Value::Str(name.into())), ("query", query.clone())])).unwrap_err();
+            assert_eq!(e.code, code, "{name}: {}", e.message);
+            assert!(e.message.contains(needle), "{name}: {}", e.message);
+        }
+        std::fs::write(dir.path().join("junk.emb"), b"not a table").unwrap();
+        let e = knn.call(&ctx, &args(&[("table", Value::Str("junk".into())), ("query", query.clone())])).unwrap_err();
+        assert!(e.message.contains("not an embedding table"), "{}", e.message);
+        let e = knn.call(&Context::default(), &args(&[("table", Value::Str("line".into())), ("query", query)])).unwrap_err();
+        assert!(e.message.contains("HSYNC_GEO_TABLES_DIR"), "{}", e.message);
     }
 }
