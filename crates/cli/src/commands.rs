@@ -226,9 +226,10 @@ pub struct Verified {
 }
 
 /// leaf → inclusion proof → checkpoint root → signature, with no network.
-pub fn verify(receipt: &Receipt, key: &VerifierKey) -> anyhow::Result<Verified> {
+/// The checkpoint may be signed by any of `keys` (the current key and retired ones).
+pub fn verify(receipt: &Receipt, keys: &[VerifierKey]) -> anyhow::Result<Verified> {
     let proof: Vec<[u8; 32]> = receipt.inclusion_proof.iter().map(|h| h.0).collect();
-    let cp = hsync_receipts::verify::verify_receipt(&receipt.leaf.0, receipt.leaf_index, &proof, &receipt.checkpoint, key)
+    let cp = hsync_receipts::verify::verify_receipt_with_any(&receipt.leaf.0, receipt.leaf_index, &proof, &receipt.checkpoint, keys)
         .map_err(|e| anyhow::anyhow!("verification failed: {e}"))?;
     anyhow::ensure!(
         cp.size == receipt.tree_size,
@@ -257,7 +258,9 @@ pub fn verify(receipt: &Receipt, key: &VerifierKey) -> anyhow::Result<Verified> 
             cp.origin,
             cp.size,
             hex_of(&cp.root),
-            key
+            keys.iter()
+                .find(|k| hsync_receipts::note::open_checkpoint(&receipt.checkpoint, k).is_ok())
+                .map_or_else(String::new, |k| k.to_string())
         ),
     })
 }
@@ -266,16 +269,26 @@ fn hex_of(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn load_key(path: &Path) -> anyhow::Result<VerifierKey> {
+/// One verifier key per line (blank lines and `#` comments ignored): a single key file
+/// or a keyring such as the signer's verifier.vkeys.
+fn load_keys(path: &Path) -> anyhow::Result<Vec<VerifierKey>> {
     let text = String::from_utf8(read_input(path)?).with_context(|| format!("{} is not text", path.display()))?;
-    VerifierKey::parse(text.trim()).map_err(|e| anyhow::anyhow!("{} is not a verifier key: {e}", path.display()))
+    let keys = text
+        .lines()
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| VerifierKey::parse(l).map_err(|e| anyhow::anyhow!("{} line {}: not a verifier key: {e}", path.display(), i + 1)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!keys.is_empty(), "{} holds no verifier key", path.display());
+    Ok(keys)
 }
 
 pub fn receipt_verify(path: &Path, key_path: &Path) -> anyhow::Result<ExitCode> {
     let receipt: Receipt = serde_json::from_slice(&read_input(path)?)
         .with_context(|| format!("{} is not a receipt", path.display()))?;
-    let key = load_key(key_path)?;
-    match verify(&receipt, &key) {
+    let keys = load_keys(key_path)?;
+    match verify(&receipt, &keys) {
         Ok(v) => {
             println!("{}", v.summary);
             Ok(ExitCode::SUCCESS)
@@ -373,8 +386,8 @@ pub async fn demo(cfg: &BusConfig, dir: &Path, key_path: &Path) -> anyhow::Resul
     let receipt = &result.receipts[0];
     println!("== one receipt, verified offline against {} ==", key_path.display());
     println!("{}", serde_json::to_string_pretty(receipt)?);
-    let key = load_key(key_path)?;
-    let v = verify(receipt, &key)?;
+    let keys = load_keys(key_path)?;
+    let v = verify(receipt, &keys)?;
     println!("{}", v.summary);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
 }

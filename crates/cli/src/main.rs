@@ -108,7 +108,9 @@ enum ReceiptCommand {
     /// Verify a receipt (JSON file or -) offline: leaf → inclusion proof → root → signature.
     Verify {
         receipt: PathBuf,
-        /// Verifier key file (`<name>+<id>+<key>`), e.g. .hsync/signer/signer.vkey
+        /// Verifier key file (`<name>+<id>+<key>`), e.g. .hsync/signer/signer.vkey, or a
+        /// keyring with one key per line (.hsync/signer/verifier.vkeys: the current key
+        /// and those rotated out)
         #[arg(long)]
         key: PathBuf,
     },

@@ -251,6 +251,50 @@ impl SigningKey {
     }
 }
 
+/// Read a file of verifier keys, one per line (blank lines and `#` comments
+/// ignored): a keyring, e.g. the current key and the retired ones.
+pub fn read_verifier_keys(path: &Path) -> Result<Vec<VerifierKey>, KeyError> {
+    let mut text = String::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE * 64).read_to_string(&mut text))
+        .map_err(|source| KeyError::Io {
+            action: "read verifier keys",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| VerifierKey::parse(l).map_err(KeyError::from))
+        .collect()
+}
+
+/// Write verifier keys one per line, atomically, mode 0644 (they are public).
+pub fn write_verifier_keys(path: &Path, keys: &[VerifierKey]) -> Result<(), KeyError> {
+    let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    write_atomic(path, text.as_bytes(), 0o644, 0o755)
+}
+
+/// Replace the signing key at `key_path` with a new one (a new key id under the same
+/// name), after adding the old verifier key to the keyring at `retired_path`, so that
+/// checkpoints signed before stay verifiable. The retired key is recorded first: a crash
+/// in between leaves the old key current and also listed, never lost.
+pub fn rotate(key_path: &Path, name: &str, retired_path: &Path) -> Result<(SigningKey, VerifierKey), KeyError> {
+    let old = SigningKey::load(key_path, name)?;
+    let mut retired = match read_verifier_keys(retired_path) {
+        Ok(keys) => keys,
+        Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if !retired.iter().any(|k| k.key_id() == old.key_id()) {
+        retired.push(old.verifier_key());
+    }
+    write_verifier_keys(retired_path, &retired)?;
+    let new = SigningKey::generate(name)?;
+    write_atomic(key_path, new.to_pem().as_bytes(), 0o600, 0o700)?;
+    Ok((new, old.verifier_key()))
+}
+
 /// Read a verifier key file as written by [`SigningKey::write_verifier_key`]
 /// (surrounding whitespace is ignored).
 pub fn read_verifier_key(path: &Path) -> Result<VerifierKey, KeyError> {
@@ -329,6 +373,42 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn rotation_keeps_old_checkpoints_verifiable() {
+        use crate::note::{open_checkpoint_with_any, sign_checkpoint, Checkpoint, NoteError};
+        let dir = tempfile::tempdir().unwrap();
+        let (key_path, retired) = (dir.path().join("signer.key"), dir.path().join("retired.vkeys"));
+        let (old, _) = SigningKey::load_or_generate(&key_path, "hsync.test/log").unwrap();
+        let cp = |size| Checkpoint { origin: "hsync.test/log".into(), size, root: [size as u8; 32] };
+        let before = sign_checkpoint(&cp(1), &old).unwrap();
+
+        let (new, retired_key) = rotate(&key_path, "hsync.test/log", &retired).unwrap();
+        assert_ne!(new.key_id(), old.key_id(), "a rotation gives a new key id");
+        assert_eq!(retired_key.key_id(), old.key_id());
+        assert_eq!(mode(&key_path), 0o600);
+        assert_eq!(SigningKey::load(&key_path, "hsync.test/log").unwrap().key_id(), new.key_id());
+        let after = sign_checkpoint(&cp(2), &new).unwrap();
+
+        // The keyring (current + retired) verifies both; the new key alone not the old note.
+        let mut ring = vec![new.verifier_key()];
+        ring.extend(read_verifier_keys(&retired).unwrap());
+        assert_eq!(open_checkpoint_with_any(&before, &ring).unwrap().size, 1);
+        assert_eq!(open_checkpoint_with_any(&after, &ring).unwrap().size, 2);
+        let err = open_checkpoint_with_any(&before, &[new.verifier_key()]).unwrap_err();
+        assert!(matches!(err, NoteError::NoSignature { .. }), "{err}");
+        assert!(err.to_string().contains(&hex::encode(new.key_id())), "{err}");
+
+        // A second rotation keeps both retired keys, once each.
+        rotate(&key_path, "hsync.test/log", &retired).unwrap();
+        let retired_keys = read_verifier_keys(&retired).unwrap();
+        assert_eq!(retired_keys.len(), 2);
+        assert_eq!(retired_keys[0].key_id(), old.key_id());
+        assert_eq!(retired_keys[1].key_id(), new.key_id());
+        // A bad line in a keyring is an error naming the problem, not a skipped key.
+        fs::write(&retired, "# keys\nnot-a-key\n").unwrap();
+        assert!(read_verifier_keys(&retired).is_err());
     }
 
     #[test]

@@ -415,6 +415,21 @@ pub fn open_note<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, NoteEr
     }
 }
 
+/// Like [`open_checkpoint`] with whichever of `keys` signed the note (a keyring: the
+/// current key and retired ones). With none of them, the error lists every key id tried.
+pub fn open_checkpoint_with_any(note: &str, keys: &[VerifierKey]) -> Result<Checkpoint, NoteError> {
+    for key in keys {
+        match open_checkpoint(note, key) {
+            Err(NoteError::NoSignature { .. }) => continue,
+            other => return other,
+        }
+    }
+    Err(NoteError::NoSignature {
+        name: keys.first().map_or_else(|| "(no keys given)".to_string(), |k| k.name.clone()),
+        key_id: keys.iter().map(|k| hex::encode(k.key_id)).collect::<Vec<_>>().join(" or "),
+    })
+}
+
 /// Verify the signature by `key` on a signed checkpoint, then parse it. The
 /// signature is checked before the body is parsed so unauthenticated bytes
 /// never reach the parser's success path.

@@ -34,8 +34,20 @@ pub fn verify_receipt(
     signed_note: &str,
     key: &VerifierKey,
 ) -> Result<Checkpoint, ReceiptVerifyError> {
+    verify_receipt_with_any(leaf_data, leaf_index, proof, signed_note, std::slice::from_ref(key))
+}
+
+/// [`verify_receipt`] against a keyring: the checkpoint may be signed by any of `keys`
+/// (after a rotation, old receipts carry the retired key's signature).
+pub fn verify_receipt_with_any(
+    leaf_data: &[u8],
+    leaf_index: u64,
+    proof: &[Hash],
+    signed_note: &str,
+    keys: &[VerifierKey],
+) -> Result<Checkpoint, ReceiptVerifyError> {
     let checkpoint =
-        note::open_checkpoint(signed_note, key).map_err(ReceiptVerifyError::Signature)?;
+        note::open_checkpoint_with_any(signed_note, keys).map_err(ReceiptVerifyError::Signature)?;
     let leaf = merkle::leaf_hash(leaf_data);
     merkle::verify_inclusion(leaf_index, checkpoint.size, &leaf, proof, &checkpoint.root)
         .map_err(ReceiptVerifyError::Inclusion)?;

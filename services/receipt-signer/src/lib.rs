@@ -50,6 +50,14 @@ impl SignerConfig {
     pub fn verifier_key_path(&self) -> PathBuf {
         self.state_dir.join("signer.vkey")
     }
+    /// Verifier keys of keys rotated out (`receipt-signer rotate-key`), one per line.
+    pub fn retired_keys_path(&self) -> PathBuf {
+        self.state_dir.join("retired.vkeys")
+    }
+    /// Every verifier key, current first: what a verifier of old and new receipts needs.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.state_dir.join("verifier.vkeys")
+    }
 }
 
 /// What survives a restart.
@@ -85,6 +93,8 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 pub struct Signer {
     key: SigningKey,
+    /// Keys rotated out: still published, so old checkpoints stay verifiable.
+    retired: Vec<hsync_receipts::note::VerifierKey>,
     origin: String,
     state_path: PathBuf,
     state: LogState,
@@ -102,6 +112,14 @@ impl Signer {
             tracing::info!("generated a new signing key at {}", cfg.key_path().display());
         }
         key.write_verifier_key(&cfg.verifier_key_path())?;
+        let retired: Vec<_> = match hsync_receipts::keys::read_verifier_keys(&cfg.retired_keys_path()) {
+            Ok(keys) => keys.into_iter().filter(|k| k.key_id() != key.key_id()).collect(),
+            Err(hsync_receipts::keys::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => anyhow::bail!("retired keys: {e}"),
+        };
+        let mut keyring = vec![key.verifier_key()];
+        keyring.extend(retired.iter().cloned());
+        hsync_receipts::keys::write_verifier_keys(&cfg.keyring_path(), &keyring)?;
         let state_path = cfg.state_dir.join("log-state.json");
         let state = match std::fs::read(&state_path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -112,6 +130,7 @@ impl Signer {
         tracing::info!(tree_size = state.range.size(), "receipt log opened");
         Ok(Signer {
             key,
+            retired,
             origin: cfg.origin.clone(),
             state_path,
             state,
@@ -126,7 +145,10 @@ impl Signer {
 
     pub fn verifier_keys(&self) -> VerifierKeys {
         VerifierKeys {
-            keys: vec![self.key.verifier_key().to_string()],
+            keys: std::iter::once(self.key.verifier_key())
+                .chain(self.retired.iter().cloned())
+                .map(|k| k.to_string())
+                .collect(),
             origin: self.origin.clone(),
         }
     }

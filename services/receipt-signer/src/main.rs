@@ -13,11 +13,27 @@ struct Args {
     bus: BusConfig,
     #[command(flatten)]
     signer: SignerConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Replace the signing key with a new one (a new key id) and keep the old verifier key
+    /// in <state-dir>/retired.vkeys, so that checkpoints signed before stay verifiable.
+    /// A running signer keeps its key until restarted; restart it to sign with the new one.
+    RotateKey,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::RotateKey) = args.command {
+        let (new, old) = hsync_receipts::keys::rotate(&args.signer.key_path(), &args.signer.origin, &args.signer.retired_keys_path())?;
+        println!("retired {old}");
+        println!("current {}", new.verifier_key());
+        return Ok(());
+    }
     let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("receipt-signer"))?;
     let shutdown = Shutdown::on_signals();
 
