@@ -6,6 +6,12 @@
 //! (3) the records are acked. After a crash at any point the restart re-publishes a
 //! persisted batch (JetStream de-duplicates it) and skips redelivered records that the
 //! batch already holds, so the log never forks and no operation gets two receipts.
+//! Two guards keep that true: acks are confirmed (`double_ack`) before the next batch, so
+//! no record comes back after its batch stopped being the last one; and a new batch that
+//! JetStream reports as a duplicate on its first publish (a stale state directory, or a
+//! second signer) stops the signer rather than fork the log. Stale state is detected only
+//! within the stream's duplicate window (10 minutes); one writer is not yet enforced by a
+//! lease.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -347,6 +353,20 @@ pub async fn run(bus: Arc<Bus>, mut signer: Signer, cfg: SignerConfig, shutdown:
                     .js_publish(&js, names.receipts_batches(), &signed, Some(&batch_msg_id(&signed)))
                     .await
                 {
+                    // On the first attempt a duplicate means a batch ending at this tree size
+                    // was already published by someone else: another signer, or this state
+                    // directory is older than the log. Continuing would fork the log, and the
+                    // stream would silently drop this batch's receipts.
+                    Ok(ack) if ack.duplicate && attempt == 0 => {
+                        let e = anyhow::anyhow!(
+                            "a batch ending at tree size {} was already published (another signer, or the state in {} is stale); \
+                             stopping so the log does not fork",
+                            signed.checkpoint.tree_size,
+                            cfg.state_dir.display()
+                        );
+                        tracing::error!("{e}");
+                        return Err(e);
+                    }
                     Ok(_) => break,
                     Err(e) if attempt < 20 && !shutdown.is_triggered() => {
                         attempt += 1;
@@ -363,9 +383,21 @@ pub async fn run(bus: Arc<Bus>, mut signer: Signer, cfg: SignerConfig, shutdown:
             tree_size.store(signed.checkpoint.tree_size, Ordering::Relaxed);
         }
         drop(spans);
+        // Acks are confirmed before the next batch: a record redelivered after a later
+        // batch was signed would escape the last-batch dedup and get a second leaf. If an
+        // ack cannot be confirmed, stop; the restart skips the redelivered records, because
+        // this batch is still the last one.
         for m in &batch {
-            if let Err(e) = m.ack().await {
-                tracing::warn!("ack failed (the record will be redelivered and skipped): {e}");
+            let mut attempt = 0;
+            while let Err(e) = m.double_ack().await {
+                attempt += 1;
+                if attempt >= 5 {
+                    let e = anyhow::anyhow!("cannot confirm the ack of a record after {attempt} attempts ({e}); stopping before the next batch");
+                    tracing::error!("{e}");
+                    return Err(e);
+                }
+                tracing::warn!("ack not confirmed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
             }
         }
     }
