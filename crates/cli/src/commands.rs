@@ -284,6 +284,38 @@ fn load_keys(path: &Path) -> anyhow::Result<Vec<VerifierKey>> {
     Ok(keys)
 }
 
+pub async fn log_consistency(cfg: &BusConfig, from: u64, to: u64, key_path: &Path) -> anyhow::Result<ExitCode> {
+    let keys = load_keys(key_path)?;
+    let bus = connect(cfg).await?;
+    let reply = match IndexClient::new(bus).consistency(from, to).await {
+        Ok(r) => r,
+        Err(e) => return Ok(report_error(e)),
+    };
+    let proof: Vec<[u8; 32]> = reply.proof.iter().map(|h| h.0).collect();
+    match hsync_receipts::verify::verify_checkpoint_consistency(&reply.from.signed_note, &reply.to.signed_note, &proof, &keys) {
+        Ok((a, b)) if a.size == from && b.size == to => {
+            println!(
+                "consistent: log `{}` at size {} (root {}) extends size {} (root {}); proof of {} hashes",
+                b.origin,
+                b.size,
+                hex_of(&b.root),
+                a.size,
+                hex_of(&a.root),
+                proof.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((a, b)) => {
+            eprintln!("verification failed: asked for sizes {from} and {to}, the checkpoints are for {} and {}", a.size, b.size);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => {
+            eprintln!("verification failed: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 pub fn receipt_verify(path: &Path, key_path: &Path) -> anyhow::Result<ExitCode> {
     let receipt: Receipt = serde_json::from_slice(&read_input(path)?)
         .with_context(|| format!("{} is not a receipt", path.display()))?;

@@ -65,6 +65,9 @@ enum Command {
     /// Receipts: fetch, verify offline, get the log's verifier key.
     #[command(subcommand)]
     Receipt(ReceiptCommand),
+    /// The receipt log as a whole.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Ping every service through $SRV and show their stats.
     Status {
         /// Print the raw $SRV answers as JSON.
@@ -99,6 +102,24 @@ enum OperatorsCommand {
     Register { def: PathBuf },
     /// Remove an operator registered with `register`.
     Remove { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommand {
+    /// Fetch the checkpoints at two tree sizes with the consistency proof between them
+    /// from the indexer, and verify offline that the later log extends the earlier one:
+    /// both signatures, then the proof. Exit 1 naming the step that failed.
+    Consistency {
+        /// Tree size of the earlier checkpoint (a size at which a batch ended).
+        #[arg(long)]
+        from: u64,
+        /// Tree size of the later checkpoint.
+        #[arg(long)]
+        to: u64,
+        /// Verifier key or keyring file (one key per line), e.g. .hsync/signer/verifier.vkeys
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,6 +183,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Geo(cmd) => geo::run(&cli.bus, cmd).await,
         Command::Receipt(ReceiptCommand::Get { operation_id }) => commands::receipt_get(&cli.bus, &operation_id).await,
         Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
+        Command::Log(LogCommand::Consistency { from, to, key }) => commands::log_consistency(&cli.bus, from, to, &key).await,
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,
         Command::Status { json } => commands::status(&cli.bus, json).await,
         Command::Demo { jobs, key } => commands::demo(&cli.bus, &jobs, &key).await,

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hsync_bus::{Bus, BusError};
-use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
+use hsync_protocol::audit::{
+    ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob,
+};
 use hsync_protocol::job::{valid_id, ExtendJob, Job, JobResult, MAX_ID_LEN};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Receipt, VerifierKeys};
@@ -307,6 +309,15 @@ impl IndexClient {
             Err(BusError::Remote(e)) if e.code == ErrorCode::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Both checkpoints at these tree sizes and the consistency proof between them
+    /// (NOT_FOUND when no batch ended at one of the sizes). Verify it with
+    /// `hsync_receipts::verify::verify_checkpoint_consistency`.
+    pub async fn consistency(&self, from_size: u64, to_size: u64) -> Result<ConsistencyReply, BusError> {
+        self.bus
+            .request(self.bus.names().index_consistency(), &ConsistencyQuery { from_size, to_size })
+            .await
     }
 
     /// Polls until the receipt is indexed or `timeout` passes.

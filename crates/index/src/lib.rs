@@ -461,6 +461,28 @@ impl IndexStore {
         Ok((receipts, next))
     }
 
+    /// The RFC 6962 leaf hashes of the first `size` leaves, in order, read from every
+    /// stored receipt: O(size), which is what a consistency proof computed from the leaves
+    /// costs. `Ok(None)` when a leaf below `size` is not indexed (yet).
+    pub fn leaf_hashes(&self, size: u64) -> Result<Option<Vec<[u8; 32]>>, IndexError> {
+        let mut out = Vec::with_capacity(size.min(1 << 24) as usize);
+        for item in self.db.iterator_cf(self.cf(CF_RECEIPTS), IteratorMode::Start) {
+            if out.len() as u64 == size {
+                break;
+            }
+            let (key, value) = item?;
+            let index = keys::read_u64(&key).ok_or_else(|| IndexError::Corrupt {
+                cf: CF_RECEIPTS,
+                reason: format!("key of {} bytes, not a leaf index", key.len()),
+            })?;
+            if index != out.len() as u64 {
+                return Ok(None);
+            }
+            out.push(hsync_receipts::merkle::leaf_hash(&decode_receipt(index, &value)?.leaf.0));
+        }
+        Ok((out.len() as u64 == size).then_some(out))
+    }
+
     /// The checkpoint stored for a tree size.
     pub fn checkpoint(&self, tree_size: u64) -> Result<Option<Checkpoint>, IndexError> {
         self.db

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::receipt::Receipt;
+use crate::receipt::{Checkpoint, Receipt};
+use crate::value::Hash32;
 
 /// The receipt of one operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +47,23 @@ pub struct IndexStats {
     pub receipts: u64,
     pub batches: u64,
     pub tree_size: u64,
+}
+
+/// A consistency proof between the log's checkpoints at two tree sizes
+/// (1 <= `from_size` <= `to_size`; both must be sizes at which a batch ended).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyQuery {
+    pub from_size: u64,
+    pub to_size: u64,
+}
+
+/// Both signed checkpoints and the RFC 6962 consistency proof between them: enough to
+/// check offline that the later log extends the earlier one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsistencyReply {
+    pub from: Checkpoint,
+    pub to: Checkpoint,
+    pub proof: Vec<Hash32>,
 }
 
 /// A request with no parameters.

@@ -122,6 +122,9 @@ impl Names {
     pub fn index_receipts_by_job(&self) -> String {
         self.subject("index.receipts.by_job")
     }
+    pub fn index_consistency(&self) -> String {
+        self.subject("index.consistency")
+    }
     pub fn index_stats(&self) -> String {
         self.subject("index.stats")
     }
@@ -179,6 +182,7 @@ impl Names {
             (self.receipts_keys(), "request"),
             (self.index_receipt_by_operation(), "request"),
             (self.index_receipts_by_job(), "request"),
+            (self.index_consistency(), "request"),
             (self.index_stats(), "request"),
         ]
     }

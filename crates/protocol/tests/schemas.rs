@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use async_nats::HeaderMap;
-use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob};
+use hsync_protocol::audit::{
+    ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob,
+};
 use hsync_protocol::codec::headers;
 use hsync_protocol::job::{ExtendJob, Job, JobResult, Node, NodeReport};
 use hsync_protocol::operator::{ArgSpec, OperatorBatch, OperatorBatchReply, OperatorCall, OperatorDef, OperatorOutput, OperatorResult};
@@ -82,6 +84,8 @@ message_types! {
     "ReceiptReply" => ReceiptReply,
     "ReceiptPage" => ReceiptPage,
     "IndexStats" => IndexStats,
+    "ConsistencyQuery" => ConsistencyQuery,
+    "ConsistencyReply" => ConsistencyReply,
     "Empty" => Empty,
     "ErrorReply" => ErrorReply,
 }

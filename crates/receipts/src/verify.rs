@@ -54,6 +54,41 @@ pub fn verify_receipt_with_any(
     Ok(checkpoint)
 }
 
+/// Which step of a checkpoint-to-checkpoint consistency check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsistencyCheckError {
+    /// Step 1: the earlier checkpoint's signature or format.
+    #[error("step 1 (first checkpoint signature) failed: {0}")]
+    FirstSignature(#[source] NoteError),
+    /// Step 2: the later checkpoint's signature or format.
+    #[error("step 2 (second checkpoint signature) failed: {0}")]
+    SecondSignature(#[source] NoteError),
+    /// The two checkpoints are of different logs.
+    #[error("step 3 (same log) failed: the checkpoints name logs {0:?} and {1:?}")]
+    DifferentLogs(String, String),
+    /// Step 4: the proof does not take the first root to the second.
+    #[error("step 4 (consistency proof) failed: {0}")]
+    Proof(#[source] merkle::VerifyError),
+}
+
+/// Check offline that the log at `later` extends the log at `earlier`: both signed
+/// notes verify with one of `keys`, name the same log, and `proof` links their roots.
+pub fn verify_checkpoint_consistency(
+    earlier: &str,
+    later: &str,
+    proof: &[Hash],
+    keys: &[VerifierKey],
+) -> Result<(Checkpoint, Checkpoint), ConsistencyCheckError> {
+    let first = note::open_checkpoint_with_any(earlier, keys).map_err(ConsistencyCheckError::FirstSignature)?;
+    let second = note::open_checkpoint_with_any(later, keys).map_err(ConsistencyCheckError::SecondSignature)?;
+    if first.origin != second.origin {
+        return Err(ConsistencyCheckError::DifferentLogs(first.origin, second.origin));
+    }
+    merkle::verify_consistency(first.size, second.size, proof, &first.root, &second.root)
+        .map_err(ConsistencyCheckError::Proof)?;
+    Ok((first, second))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +133,32 @@ mod tests {
         }
         assert_eq!(log.size(), 300);
         receipts
+    }
+
+    #[test]
+    fn checkpoints_are_consistent_and_each_failure_names_its_step() {
+        let key = SigningKey::from_seed("hsync.example/log", &[1u8; 32]).unwrap();
+        let ring = [key.verifier_key()];
+        let receipts = build_log(&key);
+        let leaves: Vec<Hash> = receipts.iter().map(|r| merkle::leaf_hash(&r.data)).collect();
+        // Checkpoints after the batches ending at 10 and 300.
+        let (early, late) = (&receipts[9].note, &receipts[299].note);
+        let proof = merkle::consistency_proof(10, &leaves);
+        let (a, b) = verify_checkpoint_consistency(early, late, &proof, &ring).unwrap();
+        assert_eq!((a.size, b.size), (10, 300));
+
+        let mut bad = proof.clone();
+        bad[0][0] ^= 1;
+        let err = verify_checkpoint_consistency(early, late, &bad, &ring).unwrap_err();
+        assert!(err.to_string().starts_with("step 4 (consistency proof) failed"), "{err}");
+        let tampered = late.replacen("300", "301", 1);
+        let err = verify_checkpoint_consistency(early, &tampered, &proof, &ring).unwrap_err();
+        assert!(err.to_string().starts_with("step 2 (second checkpoint signature) failed"), "{err}");
+        let stranger = SigningKey::from_seed("hsync.example/log", &[2u8; 32]).unwrap();
+        let err = verify_checkpoint_consistency(early, late, &proof, &[stranger.verifier_key()]).unwrap_err();
+        assert!(err.to_string().starts_with("step 1 (first checkpoint signature) failed"), "{err}");
+        // Swapped: the proof does not take the later root back to the earlier one.
+        assert!(verify_checkpoint_consistency(late, early, &proof, &ring).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use hsync_bus::{serve, start_service, streams, Bus, Incoming, ServeOptions, ShutdownSignal};
 use hsync_index::{IndexOptions, IndexStore};
-use hsync_protocol::audit::{Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, MAX_PAGE};
+use hsync_protocol::audit::{
+    ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, MAX_PAGE,
+};
 use hsync_protocol::names::services;
 use hsync_protocol::receipt::SignedBatch;
 use hsync_protocol::{ErrorCode, ErrorReply};
@@ -160,6 +162,7 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
     let by_op = add("receipt_by_operation", names.index_receipt_by_operation()).await?;
     let by_job = add("receipts_by_job", names.index_receipts_by_job()).await?;
     let stats = add("stats", names.index_stats()).await?;
+    let consistency = add("consistency", names.index_consistency()).await?;
 
     let s1 = store.clone();
     let t1 = tokio::spawn(serve(bus.clone(), by_op, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ReceiptByOperation>| {
@@ -206,8 +209,48 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
                 .map(|s: IndexStats| s)
         }
     }));
+    let s4 = store.clone();
+    let t4 = tokio::spawn(serve(bus.clone(), consistency, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ConsistencyQuery>| {
+        let store = s4.clone();
+        async move {
+            let q = req.body;
+            tokio::task::spawn_blocking(move || consistency_reply(&store, q)).await.map_err(internal)?
+        }
+    }));
     let ingest_result = ingest.await;
-    let _ = tokio::join!(t1, t2, t3);
+    let _ = tokio::join!(t1, t2, t3, t4);
     let _ = service.stop().await;
     ingest_result?
+}
+
+/// Largest tree size a consistency proof is computed for: the proof is built from every
+/// leaf hash up to it (32 bytes each), read from the index.
+pub const MAX_CONSISTENCY_SIZE: u64 = 4 << 20;
+
+fn consistency_reply(store: &IndexStore, q: ConsistencyQuery) -> Result<ConsistencyReply, ErrorReply> {
+    let invalid = |m: String| ErrorReply::new(ErrorCode::InvalidArgument, m);
+    if q.from_size == 0 || q.from_size > q.to_size {
+        return Err(invalid(format!("need 1 <= from_size <= to_size, got {} and {}", q.from_size, q.to_size)));
+    }
+    if q.to_size > MAX_CONSISTENCY_SIZE {
+        return Err(invalid(format!(
+            "to_size {} is over {MAX_CONSISTENCY_SIZE}: this indexer builds proofs from the leaves and stops there",
+            q.to_size
+        )));
+    }
+    let checkpoint = |size: u64| {
+        store.checkpoint(size).map_err(internal)?.ok_or_else(|| {
+            ErrorReply::new(ErrorCode::NotFound, format!("no checkpoint at tree size {size}: no batch ended there"))
+        })
+    };
+    let (from, to) = (checkpoint(q.from_size)?, checkpoint(q.to_size)?);
+    let leaves = store
+        .leaf_hashes(q.to_size)
+        .map_err(internal)?
+        .ok_or_else(|| ErrorReply::new(ErrorCode::NotFound, format!("not every leaf below {} is indexed yet", q.to_size)))?;
+    let proof = hsync_receipts::merkle::consistency_proof(q.from_size, &leaves)
+        .into_iter()
+        .map(hsync_protocol::Hash32)
+        .collect();
+    Ok(ConsistencyReply { from, to, proof })
 }
