@@ -273,13 +273,8 @@ fn hex_of(b: &[u8]) -> String {
 /// or a keyring such as the signer's verifier.vkeys.
 fn load_keys(path: &Path) -> anyhow::Result<Vec<VerifierKey>> {
     let text = String::from_utf8(read_input(path)?).with_context(|| format!("{} is not text", path.display()))?;
-    let keys = text
-        .lines()
-        .map(str::trim)
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .map(|(i, l)| VerifierKey::parse(l).map_err(|e| anyhow::anyhow!("{} line {}: not a verifier key: {e}", path.display(), i + 1)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let keys = hsync_receipts::keys::parse_verifier_keys(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a verifier key file: {}", path.display(), e.0))?;
     anyhow::ensure!(!keys.is_empty(), "{} holds no verifier key", path.display());
     Ok(keys)
 }

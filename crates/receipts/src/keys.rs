@@ -262,10 +262,17 @@ pub fn read_verifier_keys(path: &Path) -> Result<Vec<VerifierKey>, KeyError> {
             path: path.to_path_buf(),
             source,
         })?;
+    Ok(parse_verifier_keys(&text)?)
+}
+
+/// Parse a keyring's text: one verifier key per line, blank lines and `#` comments
+/// ignored. A bad line is an error naming its number, never a skipped key.
+pub fn parse_verifier_keys(text: &str) -> Result<Vec<VerifierKey>, KeyParseError> {
     text.lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| VerifierKey::parse(l).map_err(KeyError::from))
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| VerifierKey::parse(l).map_err(|e| KeyParseError(format!("line {}: {}", i + 1, e.0))))
         .collect()
 }
 
@@ -408,7 +415,8 @@ mod tests {
         assert_eq!(retired_keys[1].key_id(), new.key_id());
         // A bad line in a keyring is an error naming the problem, not a skipped key.
         fs::write(&retired, "# keys\nnot-a-key\n").unwrap();
-        assert!(read_verifier_keys(&retired).is_err());
+        let err = read_verifier_keys(&retired).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 
     #[test]
