@@ -34,9 +34,12 @@ impl CacheConfig {
         let (op, sizes) = spec
             .split_once('=')
             .ok_or_else(|| format!("cache override `{spec}`: expected OPERATOR=ENTRIES[:BYTES]"))?;
-        if !OPS.iter().any(|o| o.id == op) {
+        let Some(found) = OPS.iter().find(|o| o.id == op) else {
             let known: Vec<&str> = OPS.iter().map(|o| o.id).collect();
             return Err(format!("cache override `{spec}`: no operator `{op}` (this service has {})", known.join(", ")));
+        };
+        if !found.deterministic() {
+            return Err(format!("cache override `{spec}`: `{op}` is never cached (it reads tables that can change)"));
         }
         let parse = |s: &str| s.trim().parse::<usize>().map_err(|e| format!("cache override `{spec}`: `{s}` is not a size: {e}"));
         let (entries, bytes) = match sizes.split_once(':') {
@@ -47,12 +50,16 @@ impl CacheConfig {
         Ok(())
     }
 
-    /// (entries, bytes) for an operator.
+    /// (entries, bytes) for an operator; none for one that is not deterministic.
     pub fn for_operator(&self, id: &str) -> (usize, usize) {
+        let op = OPS.iter().find(|o| o.id == id);
+        if op.is_some_and(|o| !o.deterministic()) {
+            return (0, 0);
+        }
         if let Some(&sizes) = self.per_operator.get(id) {
             return sizes;
         }
-        let default = OPS.iter().find(|o| o.id == id).and_then(|o| o.default_entries);
+        let default = op.and_then(|o| o.default_entries);
         (default.map_or(self.entries, |d| d.min(self.entries)), self.bytes)
     }
 }
@@ -204,5 +211,8 @@ mod tests {
         assert!(err.contains("no operator `geo.nope`"), "{err}");
         assert!(config.set_override("geo.knn").unwrap_err().contains("OPERATOR=ENTRIES"));
         assert!(config.set_override("geo.knn=lots").unwrap_err().contains("not a size"));
+        // Table lookups are never cached: the tables can change under the same arguments.
+        assert_eq!(config.for_operator("geo.table.knn"), (0, 0));
+        assert!(config.set_override("geo.table.knn=10").unwrap_err().contains("never cached"));
     }
 }

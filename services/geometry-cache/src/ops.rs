@@ -164,7 +164,7 @@ pub const OPS: &[GeoOp] = &[
         description: "the `neighbours` (default 10) rows of a stored embedding table nearest to a query: {indices, distances}",
         args: &[("table", ArgKind::String, true), ("query", ArgKind::Vector, true), ("neighbours", ArgKind::Integer, false)],
         compute: Compute::Tables(table_knn),
-        default_entries: Some(0),
+        default_entries: None,
     },
 ];
 
