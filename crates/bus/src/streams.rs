@@ -107,6 +107,21 @@ async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::R
         .map_err(|e| anyhow::anyhow!("cannot open KV bucket {name}: {e}"))
 }
 
+/// The receipt-signer's leadership lease. One entry (history 1); expiry is judged by
+/// the standbys (see the signer's lease module), so the bucket has no max age.
+pub async fn signer_lease_bucket(js: &jetstream::Context, names: &Names) -> anyhow::Result<kv::Store> {
+    ensure_bucket(
+        js,
+        kv::Config {
+            bucket: names.bucket_signer_lease(),
+            history: 1,
+            num_replicas: replicas(),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 pub async fn policies_bucket(js: &jetstream::Context, names: &Names) -> anyhow::Result<kv::Store> {
     ensure_bucket(
         js,

@@ -69,6 +69,7 @@ fn signed(checkpoint: Checkpoint, receipts: Vec<Receipt>) -> SignedBatch {
         checkpoint,
         receipts,
         traceparents: Vec::new(),
+        record_seqs: Vec::new(),
     }
 }
 

@@ -165,6 +165,10 @@ impl Names {
     pub fn bucket_outputs(&self) -> String {
         self.bucket("outputs")
     }
+    /// The receipt-signer's leadership lease: one writer of the log at a time.
+    pub fn bucket_signer_lease(&self) -> String {
+        self.bucket("signer_lease")
+    }
 
     /// Every request/reply and stream subject with its kind, for documentation and tests
     /// that check the AsyncAPI document covers them all.

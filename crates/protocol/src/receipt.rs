@@ -50,6 +50,12 @@ pub struct SignedBatch {
     /// indexer's work joins each job's trace. Transport metadata: not signed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traceparents: Vec<String>,
+    /// Sequence of each receipt's operation record in the records stream, parallel to
+    /// `receipts`: a signer that takes over the log removes the records of the last batch
+    /// that the previous signer had not yet acked, so none of them gets a second leaf.
+    /// Transport metadata: not signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_seqs: Vec<u64>,
 }
 
 /// The log's verifier keys, for clients that verify offline.

@@ -432,6 +432,31 @@ impl CompactRange {
         Self::default()
     }
 
+    /// The compact range of a tree of `size` leaves, rebuilt from its last leaf
+    /// (index `size - 1`) and that leaf's inclusion proof: what a signer that takes
+    /// over a log finds in the last published receipt.
+    ///
+    /// The last leaf's audit path is the left siblings inside the smallest subtree
+    /// (one per trailing zero bit of `size`), then the roots of the larger subtrees,
+    /// smallest first. The caller still checks `root()` against the signed checkpoint.
+    pub fn from_last_leaf(size: u64, leaf: Hash, proof: &[Hash]) -> Result<Self, String> {
+        if size == 0 {
+            return Err("an empty tree has no last leaf".into());
+        }
+        let inner = size.trailing_zeros() as usize;
+        let want = inner + size.count_ones() as usize - 1;
+        if proof.len() != want {
+            return Err(format!(
+                "the last leaf of a tree of size {size} has a proof of {want} hashes, found {}",
+                proof.len()
+            ));
+        }
+        let smallest = proof[..inner].iter().fold(leaf, |h, left| node_hash(left, &h));
+        let mut nodes: Vec<Hash> = proof[inner..].iter().rev().copied().collect();
+        nodes.push(smallest);
+        Ok(CompactRange { size, nodes })
+    }
+
     /// Number of leaves appended so far.
     pub fn size(&self) -> u64 {
         self.size
@@ -704,6 +729,28 @@ mod tests {
             );
             assert!(empty.proofs.is_empty());
         }
+    }
+
+    #[test]
+    fn rebuilt_from_the_last_leaf_matches_the_appended_range() {
+        let all = leaves(300);
+        let mut cr = CompactRange::new();
+        for n in 1..=all.len() {
+            cr.append(all[n - 1]);
+            let tree = &all[..n];
+            let proof = inclusion_proof(n as u64 - 1, tree);
+            let rebuilt = CompactRange::from_last_leaf(n as u64, all[n - 1], &proof).unwrap();
+            assert_eq!(rebuilt, cr, "size {n}");
+            // A proof of the wrong length is refused; a wrong hash gives a wrong root.
+            let mut short = proof.clone();
+            short.push(all[0]);
+            assert!(CompactRange::from_last_leaf(n as u64, all[n - 1], &short).is_err());
+            let mut other = all[n - 1];
+            other[0] ^= 1;
+            let wrong = CompactRange::from_last_leaf(n as u64, other, &proof).unwrap();
+            assert_ne!(wrong.root(), cr.root());
+        }
+        assert!(CompactRange::from_last_leaf(0, all[0], &[]).is_err());
     }
 
     #[test]

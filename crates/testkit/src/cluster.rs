@@ -78,11 +78,24 @@ impl Cluster {
     }
 
     fn spawn(&self, name: &str) -> anyhow::Result<Child> {
+        self.spawn_as(name, name, &[])
+    }
+
+    /// Starts another process of `binary` (a replica), known to `kill` and `log` as
+    /// `name`, with extra environment (e.g. its own `HSYNC_SIGNER_DIR`).
+    pub fn start_replica(&mut self, binary: &str, name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        anyhow::ensure!(self.children.iter().all(|(n, _)| n != name), "a process named {name} is already running");
+        let child = self.spawn_as(binary, name, env)?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    fn spawn_as(&self, binary: &str, name: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{name}.log")))?;
-        let mut cmd = Command::new(self.bins.join(name));
+        let mut cmd = Command::new(self.bins.join(binary));
         cmd.env("NATS_URL", self.nats.url())
             .env("HSYNC_SIGNER_DIR", self.dir.path().join("signer"))
             .env("HSYNC_INDEX_DIR", self.dir.path().join("index"))
@@ -90,6 +103,9 @@ impl Cluster {
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("RUST_LOG", "info");
         for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
             cmd.env(k, v);
         }
         Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)

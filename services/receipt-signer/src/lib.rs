@@ -4,14 +4,18 @@
 //! Ordering that makes a crash harmless: (1) the new log state *and the batch itself*
 //! are persisted, (2) the batch is published with `Nats-Msg-Id = batch-<tree size>`,
 //! (3) the records are acked. After a crash at any point the restart re-publishes a
-//! persisted batch (JetStream de-duplicates it) and skips redelivered records that the
-//! batch already holds, so the log never forks and no operation gets two receipts.
-//! Two guards keep that true: acks are confirmed (`double_ack`) before the next batch, so
-//! no record comes back after its batch stopped being the last one; and a new batch that
-//! JetStream reports as a duplicate on its first publish (a stale state directory, or a
-//! second signer) stops the signer rather than fork the log. Stale state is detected only
-//! within the stream's duplicate window (10 minutes); one writer is not yet enforced by a
-//! lease.
+//! persisted batch and skips redelivered records that the batch already holds, so the log
+//! never forks and no operation gets two receipts.
+//!
+//! One writer at a time ([`lease`]): signers on several machines share the lease, one
+//! leads and the others stand by. Whoever takes the lease resumes from the last batch in
+//! the stream — the stream, not the local state file, is the log's truth
+//! ([`Signer::resume_from`]) — and removes that batch's records if they are still waiting
+//! in the records stream, so nothing the previous leader signed comes back for a second
+//! leaf. Every batch is published expecting the stream sequence of the one before it, so
+//! a leader that lost its lease without noticing cannot fork the log. Acks are confirmed
+//! (`double_ack`) before the next batch, so within one leadership no record comes back
+//! after its batch stopped being the last one.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,16 +23,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hsync_bus::{serve, start_service, streams, Bus, Incoming, ServeOptions, ShutdownSignal};
-use hsync_protocol::audit::Empty;
-use hsync_protocol::names::services;
 use hsync_protocol::receipt::{Checkpoint, Receipt, SignedBatch, VerifierKeys};
 use hsync_protocol::record::OperationRecord;
-use hsync_protocol::{Blob, ErrorReply, Hash32};
+use hsync_protocol::{Blob, Hash32};
 use hsync_receipts::keys::SigningKey;
 use hsync_receipts::merkle::{leaf_hash, CompactRange};
+use hsync_receipts::note::VerifierKey;
 use hsync_receipts::note;
 use serde::{Deserialize, Serialize};
+
+mod leader;
+pub mod lease;
+
+pub use leader::run;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct SignerConfig {
@@ -47,6 +54,15 @@ pub struct SignerConfig {
     /// Longest wait for a batch to fill, in milliseconds.
     #[arg(long = "batch-window-ms", env = "HSYNC_RECEIPT_WINDOW_MS", default_value_t = 10)]
     pub batch_window_ms: u64,
+    /// How long a leader may be silent before a standby takes the log over, in
+    /// milliseconds. Every signer of one log should use the same value.
+    #[arg(long = "lease-ttl-ms", env = "HSYNC_SIGNER_LEASE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(200..=600_000))]
+    pub lease_ttl_ms: u64,
+    /// This signer's name in the lease. Default: <hostname>:<state dir>, so a restarted
+    /// signer takes its own lease back at once. Give every replica its own.
+    #[arg(long = "signer-id", env = "HSYNC_SIGNER_ID")]
+    pub signer_id: Option<String>,
 }
 
 impl SignerConfig {
@@ -64,6 +80,35 @@ impl SignerConfig {
     pub fn keyring_path(&self) -> PathBuf {
         self.state_dir.join("verifier.vkeys")
     }
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
+    }
+    pub fn signer_id(&self) -> String {
+        self.signer_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            let dir = std::fs::canonicalize(&self.state_dir).unwrap_or_else(|_| self.state_dir.clone());
+            format!("{host}:{}", dir.display())
+        })
+    }
+}
+
+/// Where a signer that takes the lease resumes, from comparing its state with the last
+/// batch in the stream.
+#[derive(Debug)]
+pub enum Resume {
+    /// The state is the stream's last batch.
+    InSync,
+    /// The stream ends exactly where this signer's last batch begins: the batch was
+    /// persisted and never published (a crash between the two). Publish it now.
+    Republish(SignedBatch),
+    /// The stream is ahead (another signer led, or this state is an old copy): continue
+    /// from its last batch. `dropped` is a batch persisted here but superseded unpublished.
+    CaughtUp { from: u64, to: u64, dropped: Option<u64> },
 }
 
 /// What survives a restart.
@@ -166,7 +211,7 @@ impl Signer {
 
     /// Appends records (skipping any the last batch already holds), signs one checkpoint,
     /// and persists the new state with the batch before returning it.
-    pub fn sign_batch(&mut self, records: Vec<(OperationRecord, Vec<u8>, String)>) -> anyhow::Result<Option<SignedBatch>> {
+    pub fn sign_batch(&mut self, records: Vec<SignedRecord>) -> anyhow::Result<Option<SignedBatch>> {
         let already: HashSet<&str> = self
             .state
             .last_batch
@@ -174,15 +219,16 @@ impl Signer {
             .flat_map(|b| b.receipts.iter().map(|r| r.operation_id.as_str()))
             .collect();
         let mut seen = HashSet::new();
-        let (fresh, traceparents): (Vec<(OperationRecord, Vec<u8>)>, Vec<String>) = records
+        let fresh: Vec<SignedRecord> = records
             .into_iter()
-            .filter(|(r, _, _)| !already.contains(r.operation_id.as_str()) && seen.insert(r.operation_id.clone()))
-            .map(|(r, b, t)| ((r, b), t))
-            .unzip();
+            .filter(|r| !already.contains(r.record.operation_id.as_str()) && seen.insert(r.record.operation_id.clone()))
+            .collect();
         if fresh.is_empty() {
             return Ok(None);
         }
-        let leaves: Vec<_> = fresh.iter().map(|(_, bytes)| leaf_hash(bytes)).collect();
+        let leaves: Vec<_> = fresh.iter().map(|r| leaf_hash(&r.bytes)).collect();
+        let traceparents = fresh.iter().map(|r| r.traceparent.clone()).collect();
+        let record_seqs = fresh.iter().map(|r| r.stream_seq).collect();
         let mut range = self.state.range.clone();
         let proofs = range.append_batch(&leaves);
         let cp = note::Checkpoint {
@@ -204,10 +250,10 @@ impl Signer {
             .into_iter()
             .zip(proofs.proofs)
             .enumerate()
-            .map(|(i, ((record, bytes), proof))| Receipt {
-                operation_id: record.operation_id,
+            .map(|(i, (r, proof))| Receipt {
+                operation_id: r.record.operation_id,
                 leaf_index: proofs.old_size + i as u64,
-                leaf: Blob(bytes),
+                leaf: Blob(r.bytes),
                 inclusion_proof: proof.into_iter().map(Hash32).collect(),
                 tree_size: proofs.new_size,
                 checkpoint: signed_note.clone(),
@@ -217,17 +263,123 @@ impl Signer {
             checkpoint,
             receipts,
             traceparents,
+            record_seqs,
         };
         let new_state = LogState {
             range,
             last_batch: Some(batch.clone()),
         };
-        write_durably(&self.state_path, &serde_json::to_vec(&new_state)?)
-            .map_err(|e| anyhow::anyhow!("cannot persist the log state to {}: {e}", self.state_path.display()))?;
-        self.state = new_state;
+        self.persist(new_state)?;
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.receipts.fetch_add(batch.receipts.len() as u64, Ordering::Relaxed);
         Ok(Some(batch))
+    }
+}
+
+/// One operation record to sign, as consumed.
+pub struct SignedRecord {
+    pub record: OperationRecord,
+    /// Its canonical bytes: the leaf.
+    pub bytes: Vec<u8>,
+    pub traceparent: String,
+    /// Its sequence in the records stream.
+    pub stream_seq: u64,
+}
+
+impl Signer {
+    fn keyring(&self) -> Vec<VerifierKey> {
+        std::iter::once(self.key.verifier_key()).chain(self.retired.iter().cloned()).collect()
+    }
+
+    fn persist(&mut self, state: LogState) -> anyhow::Result<()> {
+        write_durably(&self.state_path, &serde_json::to_vec(&state)?)
+            .map_err(|e| anyhow::anyhow!("cannot persist the log state to {}: {e}", self.state_path.display()))?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Checks the stream's last batch and returns the compact range it ends with.
+    fn range_of(&self, tip: &SignedBatch) -> anyhow::Result<CompactRange> {
+        let cp = &tip.checkpoint;
+        let opened = note::open_checkpoint_with_any(&cp.signed_note, &self.keyring()).map_err(|e| {
+            anyhow::anyhow!(
+                "the last batch in the stream (tree size {}) is signed by key {}, which this signer cannot verify ({e}); \
+                 every signer of one log needs the same key file and retired.vkeys",
+                cp.tree_size,
+                cp.key_id
+            )
+        })?;
+        if opened.origin != self.origin {
+            anyhow::bail!(
+                "the stream holds the log {:?}, but this signer is configured for {:?} (--origin)",
+                opened.origin,
+                self.origin
+            );
+        }
+        let last = tip
+            .receipts
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("the last batch in the stream (tree size {}) has no receipts", cp.tree_size))?;
+        let proof: Vec<_> = last.inclusion_proof.iter().map(|h| h.0).collect();
+        let range = CompactRange::from_last_leaf(opened.size, leaf_hash(&last.leaf.0), &proof)
+            .map_err(|e| anyhow::anyhow!("the last batch in the stream does not end the log: {e}"))?;
+        if range.root() != opened.root || last.leaf_index + 1 != opened.size {
+            anyhow::bail!(
+                "the last receipt in the stream does not lead to its checkpoint's root (tree size {})",
+                opened.size
+            );
+        }
+        Ok(range)
+    }
+
+    /// Brings this signer's state to the end of the published log (`tip`: the last batch
+    /// in the stream, `None` if there is none). Refuses, rather than start a second log,
+    /// when the stream has lost batches this signer knows were published.
+    pub fn resume_from(&mut self, tip: Option<&SignedBatch>) -> anyhow::Result<Resume> {
+        let local_size = self.state.range.size();
+        let local_batch = self.state.last_batch.clone();
+        // Where the local last batch began: everything before it was published.
+        let local_base = local_size - local_batch.as_ref().map_or(0, |b| b.receipts.len() as u64);
+        let (tip_range, tip) = match tip {
+            Some(t) => (self.range_of(t)?, t),
+            None if local_size == 0 => return Ok(Resume::InSync),
+            None if local_base == 0 => return Ok(Resume::Republish(local_batch.expect("a batch makes the tree non-empty"))),
+            None => anyhow::bail!(
+                "the receipts stream is empty, but this signer's log already reached tree size {local_base}: \
+                 the stream was deleted, or this is another NATS deployment. Refusing to start a second log \
+                 under the origin {:?}; move {} away to start a new log deliberately",
+                self.origin,
+                self.state_path.display()
+            ),
+        };
+        let tip_size = tip_range.size();
+        if local_size == tip_size && self.state.range.root() == tip_range.root() {
+            if local_batch.as_ref() != Some(tip) {
+                self.persist(LogState { range: tip_range, last_batch: Some(tip.clone()) })?;
+            }
+            return Ok(Resume::InSync);
+        }
+        if let Some(batch) = local_batch.filter(|_| local_base == tip_size) {
+            let mut extended = tip_range.clone();
+            for r in &batch.receipts {
+                extended.append(leaf_hash(&r.leaf.0));
+            }
+            if extended == self.state.range {
+                return Ok(Resume::Republish(batch));
+            }
+        }
+        if local_base > tip_size {
+            anyhow::bail!(
+                "the receipts stream ends at tree size {tip_size}, but this signer had already published up to \
+                 tree size {local_base}: the stream lost signed batches. Refusing to continue the log from an \
+                 older point; restore the stream"
+            );
+        }
+        // A local state ahead of the stream holds a batch that was never published; the
+        // records in it are redelivered and signed again.
+        let dropped = (local_size > tip_size).then_some(local_size);
+        self.persist(LogState { range: tip_range, last_batch: Some(tip.clone()) })?;
+        Ok(Resume::CaughtUp { from: local_size, to: tip_size, dropped })
     }
 }
 
@@ -239,169 +391,125 @@ fn batch_msg_id(batch: &SignedBatch) -> String {
     format!("batch-{}", batch.checkpoint.tree_size)
 }
 
-/// Consumes records and publishes signed batches until shutdown.
-pub async fn run(bus: Arc<Bus>, mut signer: Signer, cfg: SignerConfig, shutdown: ShutdownSignal) -> anyhow::Result<()> {
-    let js = bus.jetstream();
-    let names = bus.names().clone();
-    let records = streams::records_stream(&js, &names).await?;
-    streams::receipts_stream(&js, &names).await?;
-    let consumer = streams::durable_consumer(&records, &names.consumer_signer(), Duration::from_secs(30)).await?;
 
-    // A batch persisted before a crash may not have been published: publish it again
-    // (de-duplicated by its message id).
-    if let Some(batch) = signer.last_batch().cloned() {
-        bus.js_publish(&js, names.receipts_batches(), &batch, Some(&batch_msg_id(&batch)))
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot re-publish the last batch: {e}"))?;
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    let keys = signer.verifier_keys();
-    let (receipts, batches) = (signer.receipts.clone(), signer.batches.clone());
-    let tree_size = Arc::new(AtomicU64::new(signer.tree_size()));
-    let stats_tree = tree_size.clone();
-    let service = start_service(
-        &bus,
-        services::RECEIPT_SIGNER,
-        "appends operation records to the RFC 6962 receipt log and signs one checkpoint per batch",
-        move |_| {
-            let r = receipts.load(Ordering::Relaxed);
-            let b = batches.load(Ordering::Relaxed);
-            serde_json::json!({
-                "receipts": r,
-                "batches": b,
-                "tree_size": stats_tree.load(Ordering::Relaxed),
-                "signatures_per_receipt": if r > 0 { b as f64 / r as f64 } else { 0.0 },
-            })
-        },
-    )
-    .await?;
-    let keys_endpoint = service
-        .endpoint_builder()
-        .name("keys")
-        .add(names.receipts_keys())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot add endpoint: {e}"))?;
-    let keys_task = tokio::spawn(serve(
-        bus.clone(),
-        keys_endpoint,
-        shutdown.clone(),
-        ServeOptions::default(),
-        move |_: Incoming<Empty>| {
-            let keys = keys.clone();
-            async move { Ok::<_, ErrorReply>(keys) }
-        },
-    ));
-
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(cfg.batch_size.max(1))
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot consume records: {e}"))?;
-    let mut shutdown = shutdown;
-    let window = Duration::from_millis(cfg.batch_window_ms);
-    while let Some(batch) = streams::next_batch(&mut messages, cfg.batch_size, window, &mut shutdown).await {
-        let mut records = Vec::with_capacity(batch.len());
-        // One span per record, in the trace of the job that produced it; they stay open
-        // until the batch is published, so their duration covers signing.
-        let mut spans = Vec::with_capacity(batch.len());
-        for m in &batch {
-            match bus.codec().decode::<OperationRecord>(m.headers.as_ref(), &m.payload) {
-                Ok(r) => {
-                    let span = tracing::info_span!(
-                        "record",
-                        otel.name = %format!("process {}", names.ops_records()),
-                        otel.kind = "consumer",
-                        messaging.system = "nats",
-                        messaging.destination.name = %names.ops_records(),
-                        messaging.operation.type = "process",
-                        hsync.job_id = %r.job_id,
-                        hsync.operation_id = %r.operation_id,
-                        hsync.node_id = %r.node_id,
-                        hsync.operator = %r.operator,
-                    );
-                    hsync_telemetry::propagation::set_parent_from_headers(&span, m.headers.as_ref());
-                    let traceparent = span.in_scope(|| {
-                        let mut h = async_nats::HeaderMap::new();
-                        hsync_telemetry::propagation::inject_current(&mut h);
-                        h.get("traceparent").map(|v| v.as_str().to_string()).unwrap_or_default()
-                    });
-                    spans.push(span);
-                    let bytes = r.canonical_bytes();
-                    records.push((r, bytes, traceparent));
-                }
-                // A record nobody can read will never become readable: drop it loudly.
-                Err(e) => {
-                    tracing::error!("dropping an undecodable operation record: {e}");
-                    let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
-                }
-            }
-        }
-        let signed = match signer.sign_batch(records) {
-            Ok(s) => s,
-            Err(e) => {
-                // Without durable state we must not publish; leave the records unacked
-                // so they are redelivered, and stop: an operator has to look at the disk.
-                tracing::error!("{e}");
-                return Err(e);
-            }
-        };
-        if let Some(signed) = signed {
-            let mut attempt = 0;
-            loop {
-                match bus
-                    .js_publish(&js, names.receipts_batches(), &signed, Some(&batch_msg_id(&signed)))
-                    .await
-                {
-                    // On the first attempt a duplicate means a batch ending at this tree size
-                    // was already published by someone else: another signer, or this state
-                    // directory is older than the log. Continuing would fork the log, and the
-                    // stream would silently drop this batch's receipts.
-                    Ok(ack) if ack.duplicate && attempt == 0 => {
-                        let e = anyhow::anyhow!(
-                            "a batch ending at tree size {} was already published (another signer, or the state in {} is stale); \
-                             stopping so the log does not fork",
-                            signed.checkpoint.tree_size,
-                            cfg.state_dir.display()
-                        );
-                        tracing::error!("{e}");
-                        return Err(e);
-                    }
-                    Ok(_) => break,
-                    Err(e) if attempt < 20 && !shutdown.is_triggered() => {
-                        attempt += 1;
-                        tracing::warn!("publishing batch at tree size {} failed ({e}); retrying", signed.checkpoint.tree_size);
-                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                    }
-                    Err(e) => {
-                        // Persisted and unacked: the restart re-publishes it.
-                        tracing::error!("cannot publish batch: {e}");
-                        return Err(anyhow::anyhow!("cannot publish batch: {e}"));
-                    }
-                }
-            }
-            tree_size.store(signed.checkpoint.tree_size, Ordering::Relaxed);
-        }
-        drop(spans);
-        // Acks are confirmed before the next batch: a record redelivered after a later
-        // batch was signed would escape the last-batch dedup and get a second leaf. If an
-        // ack cannot be confirmed, stop; the restart skips the redelivered records, because
-        // this batch is still the last one.
-        for m in &batch {
-            let mut attempt = 0;
-            while let Err(e) = m.double_ack().await {
-                attempt += 1;
-                if attempt >= 5 {
-                    let e = anyhow::anyhow!("cannot confirm the ack of a record after {attempt} attempts ({e}); stopping before the next batch");
-                    tracing::error!("{e}");
-                    return Err(e);
-                }
-                tracing::warn!("ack not confirmed ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-            }
+    fn config(dir: &Path) -> SignerConfig {
+        SignerConfig {
+            state_dir: dir.to_path_buf(),
+            key_file: None,
+            origin: "test.example/log".into(),
+            batch_size: 100,
+            batch_window_ms: 10,
+            lease_ttl_ms: 1000,
+            signer_id: None,
         }
     }
-    let _ = keys_task.await;
-    let _ = service.stop().await;
-    Ok(())
+
+    fn records(ids: std::ops::Range<u32>) -> Vec<SignedRecord> {
+        let example: OperationRecord =
+            serde_json::from_str(include_str!("../../../proto-schemas/examples/OperationRecord.executed.json")).unwrap();
+        ids.map(|i| {
+            let mut record = example.clone();
+            record.operation_id = format!("op-{i}");
+            let bytes = record.canonical_bytes();
+            SignedRecord { record, bytes, traceparent: String::new(), stream_seq: u64::from(i) + 1 }
+        })
+        .collect()
+    }
+
+    /// A leader and a standby with the same key, each on its own state directory.
+    fn pair() -> (tempfile::TempDir, Signer, Signer) {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let leader = Signer::open(&config(&a)).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::copy(a.join("signer.key"), b.join("signer.key")).unwrap();
+        let standby = Signer::open(&config(&b)).unwrap();
+        (dir, leader, standby)
+    }
+
+    #[test]
+    fn a_standby_continues_the_log_from_the_last_published_batch() {
+        let (_dir, mut leader, mut standby) = pair();
+        let first = leader.sign_batch(records(0..3)).unwrap().unwrap();
+        let second = leader.sign_batch(records(3..10)).unwrap().unwrap();
+        assert_eq!(second.record_seqs, (4..=10).collect::<Vec<u64>>());
+        assert!(matches!(
+            standby.resume_from(Some(&second)).unwrap(),
+            Resume::CaughtUp { from: 0, to: 10, dropped: None }
+        ));
+        // It dedups against that batch, and its next batch extends the same tree.
+        let third = standby.sign_batch(records(8..12)).unwrap().unwrap();
+        assert_eq!(third.receipts.iter().map(|r| r.leaf_index).collect::<Vec<_>>(), vec![10, 11]);
+        let mut reference = CompactRange::new();
+        for b in [&first, &second, &third] {
+            for r in &b.receipts {
+                reference.append(leaf_hash(&r.leaf.0));
+            }
+        }
+        assert_eq!(third.checkpoint.root_hash.0, reference.root());
+        // The old leader, on its stale state, catches up the same way.
+        assert!(matches!(leader.resume_from(Some(&third)).unwrap(), Resume::CaughtUp { from: 10, to: 12, dropped: None }));
+        assert!(matches!(leader.resume_from(Some(&third)).unwrap(), Resume::InSync));
+    }
+
+    #[test]
+    fn a_batch_persisted_but_not_published_is_published_or_dropped() {
+        let (_dir, mut leader, mut standby) = pair();
+        let first = leader.sign_batch(records(0..3)).unwrap().unwrap();
+        let unpublished = leader.sign_batch(records(3..5)).unwrap().unwrap();
+        // The stream ends where it begins: publish it.
+        match leader.resume_from(Some(&first)).unwrap() {
+            Resume::Republish(b) => assert_eq!(b, unpublished),
+            other => panic!("expected a re-publish, got {other:?}"),
+        }
+        // A lone first batch that never reached an empty stream is published too.
+        let (_dir2, mut alone, _) = pair();
+        let only = alone.sign_batch(records(0..2)).unwrap().unwrap();
+        assert!(matches!(alone.resume_from(None).unwrap(), Resume::Republish(b) if b == only));
+        // Meanwhile a standby signed other records at the same place: that batch wins.
+        standby.resume_from(Some(&first)).unwrap();
+        let theirs = standby.sign_batch(records(3..9)).unwrap().unwrap();
+        assert!(matches!(
+            leader.resume_from(Some(&theirs)).unwrap(),
+            Resume::CaughtUp { from: 5, to: 9, dropped: None }
+        ));
+        let (_dir3, mut ahead, mut other) = pair();
+        let base = ahead.sign_batch(records(0..3)).unwrap().unwrap();
+        ahead.sign_batch(records(3..9)).unwrap();
+        other.resume_from(Some(&base)).unwrap();
+        let short = other.sign_batch(records(3..5)).unwrap().unwrap();
+        assert!(matches!(
+            ahead.resume_from(Some(&short)).unwrap(),
+            Resume::CaughtUp { from: 9, to: 5, dropped: Some(9) }
+        ));
+    }
+
+    #[test]
+    fn a_stream_that_lost_batches_or_belongs_elsewhere_is_refused() {
+        let (_dir, mut leader, _) = pair();
+        let first = leader.sign_batch(records(0..3)).unwrap().unwrap();
+        leader.sign_batch(records(3..5)).unwrap();
+        leader.sign_batch(records(5..6)).unwrap();
+        let err = leader.resume_from(Some(&first)).unwrap_err().to_string();
+        assert!(err.contains("the stream lost signed batches"), "{err}");
+        let err = leader.resume_from(None).unwrap_err().to_string();
+        assert!(err.contains("the receipts stream is empty, but this signer's log already reached tree size 5"), "{err}");
+
+        // Signed by a key this signer does not know.
+        let dir = tempfile::tempdir().unwrap();
+        let mut stranger = Signer::open(&config(dir.path())).unwrap();
+        let err = stranger.resume_from(Some(&first)).unwrap_err().to_string();
+        assert!(err.contains(&format!("signed by key {}", first.checkpoint.key_id)), "{err}");
+
+        // A batch whose last receipt does not lead to its root.
+        let (_dir, mut a, mut b) = pair();
+        let mut forged = a.sign_batch(records(0..4)).unwrap().unwrap();
+        forged.receipts.last_mut().unwrap().leaf.0.push(b' ');
+        let err = b.resume_from(Some(&forged)).unwrap_err().to_string();
+        assert!(err.contains("does not lead to its checkpoint's root"), "{err}");
+    }
 }
