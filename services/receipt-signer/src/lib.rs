@@ -80,6 +80,11 @@ impl SignerConfig {
     pub fn keyring_path(&self) -> PathBuf {
         self.state_dir.join("verifier.vkeys")
     }
+    /// The log state: compact range and last batch, MessagePack (JSON spent most of a
+    /// batch's time hex-encoding proofs; see signer_bench).
+    pub fn state_path(&self) -> PathBuf {
+        self.state_dir.join("log-state.msgpack")
+    }
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
     }
@@ -110,6 +115,9 @@ pub enum Resume {
     /// from its last batch. `dropped` is a batch persisted here but superseded unpublished.
     CaughtUp { from: u64, to: u64, dropped: Option<u64> },
 }
+
+/// The state file of versions before MessagePack; read when the new one is absent.
+const LEGACY_STATE_FILE: &str = "log-state.json";
 
 /// What survives a restart.
 #[derive(Serialize, Deserialize, Default)]
@@ -171,11 +179,17 @@ impl Signer {
         let mut keyring = vec![key.verifier_key()];
         keyring.extend(retired.iter().cloned());
         hsync_receipts::keys::write_verifier_keys(&cfg.keyring_path(), &keyring)?;
-        let state_path = cfg.state_dir.join("log-state.json");
+        let state_path = cfg.state_path();
+        let legacy = cfg.state_dir.join(LEGACY_STATE_FILE);
         let state = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+            Ok(bytes) => rmp_serde::from_slice(&bytes)
                 .map_err(|e| anyhow::anyhow!("log state {} is corrupt: {e}", state_path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LogState::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read(&legacy) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| anyhow::anyhow!("log state {} is corrupt: {e}", legacy.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => LogState::default(),
+                Err(e) => anyhow::bail!("cannot read {}: {e}", legacy.display()),
+            },
             Err(e) => anyhow::bail!("cannot read {}: {e}", state_path.display()),
         };
         tracing::info!(tree_size = state.range.size(), "receipt log opened");
@@ -292,9 +306,13 @@ impl Signer {
     }
 
     fn persist(&mut self, state: LogState) -> anyhow::Result<()> {
-        write_durably(&self.state_path, &serde_json::to_vec(&state)?)
+        write_durably(&self.state_path, &rmp_serde::to_vec_named(&state)?)
             .map_err(|e| anyhow::anyhow!("cannot persist the log state to {}: {e}", self.state_path.display()))?;
         self.state = state;
+        // Once the new file is durable, the JSON one of older versions would only mislead.
+        if let Some(dir) = self.state_path.parent() {
+            let _ = std::fs::remove_file(dir.join(LEGACY_STATE_FILE));
+        }
         Ok(())
     }
 
@@ -486,6 +504,29 @@ mod tests {
             ahead.resume_from(Some(&short)).unwrap(),
             Resume::CaughtUp { from: 9, to: 5, dropped: Some(9) }
         ));
+    }
+
+    #[test]
+    fn a_json_state_of_an_older_version_is_read_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let mut signer = Signer::open(&cfg).unwrap();
+        signer.sign_batch(records(0..3)).unwrap().unwrap();
+        let state: LogState = rmp_serde::from_slice(&std::fs::read(cfg.state_path()).unwrap()).unwrap();
+        let legacy = dir.path().join(LEGACY_STATE_FILE);
+        std::fs::write(&legacy, serde_json::to_vec(&state).unwrap()).unwrap();
+        std::fs::remove_file(cfg.state_path()).unwrap();
+
+        let mut reopened = Signer::open(&cfg).unwrap();
+        assert_eq!(reopened.tree_size(), 3);
+        // Redelivered records of the last batch are still recognised.
+        assert!(reopened.sign_batch(records(1..3)).unwrap().is_none());
+        let next = reopened.sign_batch(records(3..4)).unwrap().unwrap();
+        assert_eq!(next.receipts[0].leaf_index, 3);
+        assert!(!legacy.exists() && cfg.state_path().exists());
+        std::fs::write(cfg.state_path(), b"not messagepack").unwrap();
+        let err = Signer::open(&cfg).err().expect("a corrupt state is refused").to_string();
+        assert!(err.contains("is corrupt"), "{err}");
     }
 
     #[test]
