@@ -4,7 +4,9 @@
 //!
 //! * an [`EnvFilter`] (from `RUST_LOG`, default `info`; the OpenTelemetry and gRPC stack's own
 //!   targets are quietened unless `RUST_LOG` names them explicitly),
-//! * a `fmt` layer writing text or JSON lines to stderr, and
+//! * a `fmt` layer writing text or JSON lines to stderr,
+//! * with [`TelemetryConfig::log_file`] set, a second `fmt` layer writing the same lines
+//!   (never coloured) to a size-rotated file whose rotated files are gzipped ([`logfile`]), and
 //! * a `tracing-opentelemetry` layer whose spans go through a batch span processor to an OTLP/gRPC
 //!   collector (Jaeger), with resource `service.name` = [`TelemetryConfig::service_name`].
 //!
@@ -12,7 +14,8 @@
 //! context across NATS messages in `traceparent`/`tracestate` headers.
 //!
 //! Keep the returned [`TelemetryGuard`] alive for the life of the process: dropping it (or
-//! calling [`TelemetryGuard::shutdown`]) flushes buffered spans and shuts the exporter down.
+//! calling [`TelemetryGuard::shutdown`]) flushes buffered spans, shuts the exporter down and
+//! waits for a pending log-file compression.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -46,7 +49,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 pub mod conventions;
+pub mod logfile;
 pub mod propagation;
+
+pub use logfile::{LogFileConfig, RotatingFile};
 
 /// Collector endpoint used when `OTEL_EXPORTER_OTLP_ENDPOINT` is unset.
 pub const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4317";
@@ -60,6 +66,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Bound on the flush performed by [`TelemetryGuard::shutdown`].
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on the wait for a rotated log file's compression at shutdown (one 64 MiB file takes
+/// about a second; a file left plain is compressed at the next start).
+const COMPRESSION_WAIT: Duration = Duration::from_secs(10);
 /// Directives placed *before* the user's filter: a later directive for the same target
 /// replaces an earlier one, so `RUST_LOG=h2=debug` still wins, while a plain `RUST_LOG=debug`
 /// does not turn on the exporter stack's chatter (or feed its own spans back into itself).
@@ -78,8 +87,11 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// `EnvFilter` directives, e.g. `info` or `hsync_bus=debug,info`.
     pub log_filter: String,
-    /// JSON lines instead of human-readable text on stderr.
+    /// JSON lines instead of human-readable text on stderr (and in the log file).
     pub json_logs: bool,
+    /// Also write the log lines to a rotating file (`Ok(None)`: stderr only). `Err` carries a
+    /// malformed variable found by [`from_env`](Self::from_env); [`init`] fails with it.
+    pub log_file: Result<Option<LogFileConfig>, String>,
 }
 
 impl TelemetryConfig {
@@ -88,7 +100,9 @@ impl TelemetryConfig {
     /// * `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`, else
     ///   [`DEFAULT_OTLP_ENDPOINT`]; `OTEL_SDK_DISABLED=true` disables export;
     /// * `RUST_LOG` (default `info`);
-    /// * `HSYNC_LOG_FORMAT=json|text` (default text).
+    /// * `HSYNC_LOG_FORMAT=json|text` (default text);
+    /// * `HSYNC_LOG_DIR`, `HSYNC_LOG_MAX_BYTES`, `HSYNC_LOG_KEEP` (see
+    ///   [`LogFileConfig::from_env`]).
     pub fn from_env(service_name: &str) -> Self {
         let var = |key: &str| {
             std::env::var(key)
@@ -107,6 +121,7 @@ impl TelemetryConfig {
             otlp_endpoint,
             log_filter: var("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             json_logs: var("HSYNC_LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
+            log_file: LogFileConfig::from_env(),
         }
     }
 }
@@ -129,6 +144,16 @@ pub fn init(cfg: TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 }
 
 fn init_inner(cfg: TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    let log_file = match &cfg.log_file {
+        Err(e) => bail!("{e}"),
+        Ok(None) => None,
+        Ok(Some(lf)) => Some(RotatingFile::open(&cfg.service_name, lf).with_context(|| {
+            format!(
+                "opening the log file {}",
+                lf.dir.join(format!("{}.log", cfg.service_name)).display()
+            )
+        })?),
+    };
     let filter = EnvFilter::builder().parse_lossy(format!("{QUIET_TARGETS},{}", cfg.log_filter));
     let resource = Resource::builder()
         .with_service_name(cfg.service_name.clone())
@@ -145,6 +170,7 @@ fn init_inner(cfg: TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     let mut guard = TelemetryGuard {
         provider: None,
         runtime: None,
+        log_file: log_file.clone(),
     };
     let provider = match &endpoint {
         None => SdkTracerProvider::builder().with_resource(resource).build(),
@@ -180,6 +206,17 @@ fn init_inner(cfg: TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
             tracing_subscriber::fmt::layer()
                 .with_ansi(ansi)
                 .with_writer(std::io::stderr)
+        }))
+        .with(log_file.clone().filter(|_| json).map(|file| {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_ansi(false)
+                .with_writer(file)
+        }))
+        .with(log_file.filter(|_| !json).map(|file| {
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(file)
         }))
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init()
@@ -310,6 +347,7 @@ pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     // Declared after `provider` only for readability; shutdown order is explicit below.
     runtime: Option<ExportRuntime>,
+    log_file: Option<RotatingFile>,
 }
 
 impl std::fmt::Debug for TelemetryGuard {
@@ -317,14 +355,17 @@ impl std::fmt::Debug for TelemetryGuard {
         f.debug_struct("TelemetryGuard")
             .field("active", &self.provider.is_some())
             .field("exporting", &self.runtime.is_some())
+            .field("log_file", &self.log_file)
             .finish()
     }
 }
 
 impl TelemetryGuard {
     /// Exports every buffered span (bounded by a 5 s timeout), then shuts the provider and
-    /// the export runtime down. Blocks the calling thread while flushing; on a multi-thread
-    /// tokio runtime it uses `block_in_place` so other tasks keep running.
+    /// the export runtime down, then waits (at most 10 s) for a rotated log file still being
+    /// gzipped. Blocks the calling thread meanwhile; on a multi-thread tokio runtime it uses
+    /// `block_in_place` so other tasks keep running. Events logged afterwards still reach
+    /// stderr and the log file.
     ///
     /// An error means the flush timed out; spans a collector refused are dropped silently.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
@@ -332,13 +373,22 @@ impl TelemetryGuard {
     }
 
     fn shutdown_inner(&mut self) -> anyhow::Result<()> {
-        let Some(provider) = self.provider.take() else {
-            return Ok(());
-        };
-        let result = run_blocking(|| provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT));
-        // Only after the flush: the export runtime carries the flush's network I/O.
-        self.runtime.take();
-        result.map_err(|e| anyhow!("shutting down the tracer provider: {e}"))
+        let mut result = Ok(());
+        if let Some(provider) = self.provider.take() {
+            result = run_blocking(|| provider.shutdown_with_timeout(SHUTDOWN_TIMEOUT))
+                .map_err(|e| anyhow!("shutting down the tracer provider: {e}"));
+            // Only after the flush: the export runtime carries the flush's network I/O.
+            self.runtime.take();
+        }
+        if let Some(file) = self.log_file.take() {
+            if !run_blocking(|| file.wait_for_compression_timeout(COMPRESSION_WAIT)) {
+                eprintln!(
+                    "hsync-telemetry: a rotated log file is still being gzipped; the next \
+                     start finishes it"
+                );
+            }
+        }
+        result
     }
 }
 
@@ -420,10 +470,14 @@ mod tests {
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "RUST_LOG",
             "HSYNC_LOG_FORMAT",
+            "HSYNC_LOG_DIR",
+            "HSYNC_LOG_MAX_BYTES",
+            "HSYNC_LOG_KEEP",
         ] {
             std::env::remove_var(k);
         }
         let cfg = TelemetryConfig::from_env("svc");
+        assert_eq!(cfg.log_file, Ok(None));
         assert_eq!(cfg.service_name, "svc");
         assert_eq!(cfg.otlp_endpoint.as_deref(), Some(DEFAULT_OTLP_ENDPOINT));
         assert_eq!(cfg.log_filter, "info");
@@ -432,10 +486,25 @@ mod tests {
         std::env::set_var("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4317");
         std::env::set_var("RUST_LOG", "debug");
         std::env::set_var("HSYNC_LOG_FORMAT", "JSON");
+        std::env::set_var("HSYNC_LOG_DIR", "/var/log/hsync");
+        std::env::set_var("HSYNC_LOG_KEEP", "3");
         let cfg = TelemetryConfig::from_env("svc");
         assert_eq!(cfg.otlp_endpoint.as_deref(), Some("http://jaeger:4317"));
         assert_eq!(cfg.log_filter, "debug");
         assert!(cfg.json_logs);
+        assert_eq!(
+            cfg.log_file,
+            Ok(Some(LogFileConfig {
+                dir: "/var/log/hsync".into(),
+                max_bytes: logfile::DEFAULT_MAX_BYTES,
+                keep: 3,
+            }))
+        );
+        std::env::set_var("HSYNC_LOG_MAX_BYTES", "64MB");
+        assert_eq!(
+            TelemetryConfig::from_env("svc").log_file,
+            Err("HSYNC_LOG_MAX_BYTES=64MB is not a number of bytes".to_owned())
+        );
 
         std::env::set_var("OTEL_SDK_DISABLED", "true");
         assert_eq!(TelemetryConfig::from_env("svc").otlp_endpoint, None);
@@ -444,6 +513,9 @@ mod tests {
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "RUST_LOG",
             "HSYNC_LOG_FORMAT",
+            "HSYNC_LOG_DIR",
+            "HSYNC_LOG_MAX_BYTES",
+            "HSYNC_LOG_KEEP",
         ] {
             std::env::remove_var(k);
         }

@@ -17,6 +17,7 @@ async fn spans_reach_the_collector_with_service_name_and_parent_links() {
         otlp_endpoint: Some(sink.endpoint()),
         log_filter: "info".into(),
         json_logs: false,
+        log_file: Ok(None),
     };
     let guard = init(cfg.clone()).expect("first init");
     let second = init(cfg);

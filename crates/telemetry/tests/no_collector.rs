@@ -14,6 +14,7 @@ async fn absent_collector_does_not_block() {
         otlp_endpoint: Some(endpoint),
         log_filter: "info".into(),
         json_logs: false,
+        log_file: Ok(None),
     })
     .expect("init succeeds without a collector");
     {

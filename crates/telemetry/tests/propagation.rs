@@ -26,6 +26,7 @@ fn context_crosses_nats_headers() {
             otlp_endpoint: Some(sink.endpoint()),
             log_filter: "info".into(),
             json_logs: false,
+            log_file: Ok(None),
         })
         .expect("init");
 
