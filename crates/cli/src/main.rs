@@ -1,11 +1,13 @@
 //! `hsync`: submit jobs, manage operators and policies, fetch and verify receipts, check
 //! services, and run a local cluster for development.
 
+mod audit;
 mod bench;
 mod cluster;
 mod commands;
 mod geo;
 mod policy;
+mod when;
 
 use std::path::PathBuf;
 
@@ -68,6 +70,9 @@ enum Command {
     /// The receipt log as a whole.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Audit queries: receipts by id, operation, job, operator and time; checkpoints; statistics.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Ping every service through $SRV and show their stats.
     Status {
         /// Print the raw $SRV answers as JSON.
@@ -185,6 +190,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Receipt(ReceiptCommand::Verify { receipt, key }) => commands::receipt_verify(&receipt, &key),
         Command::Log(LogCommand::Consistency { from, to, key }) => commands::log_consistency(&cli.bus, from, to, &key).await,
         Command::Receipt(ReceiptCommand::Key) => commands::receipt_key(&cli.bus).await,
+        Command::Audit(cmd) => audit::audit(&cli.bus, cmd).await,
         Command::Status { json } => commands::status(&cli.bus, json).await,
         Command::Demo { jobs, key } => commands::demo(&cli.bus, &jobs, &key).await,
         Command::Bench(args) => bench::bench(args).await,

@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use hsync_bus::{Bus, BusError};
 use hsync_protocol::audit::{
-    ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob,
+    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptById, ReceiptByOperation,
+    ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime,
 };
 use hsync_protocol::job::{valid_id, ExtendJob, Job, JobResult, MAX_ID_LEN};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
-use hsync_protocol::receipt::{Receipt, VerifierKeys};
+use hsync_protocol::receipt::{Checkpoint, Receipt, VerifierKeys};
 use hsync_protocol::{CodecError, ErrorCode, ErrorReply};
 
 use crate::batch::{BatchConfig, BatchError, Batcher};
@@ -347,6 +348,29 @@ impl IndexClient {
                 },
             )
             .await
+    }
+
+    /// The receipt with one id (its leaf index); `Ok(None)` when the indexer has none.
+    pub async fn receipt_by_id(&self, leaf_index: u64) -> Result<Option<Receipt>, BusError> {
+        let r: Result<ReceiptReply, BusError> =
+            self.bus.request(self.bus.names().index_receipt_by_id(), &ReceiptById { leaf_index }).await;
+        match r {
+            Ok(reply) => Ok(Some(reply.receipt)),
+            Err(BusError::Remote(e)) if e.code == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of the receipts of operations started in `[from_us, to_us)`, of one
+    /// operator (`id@version`) or of all.
+    pub async fn receipts_by_time(&self, query: &ReceiptsByTime) -> Result<ReceiptPage, BusError> {
+        self.bus.request(self.bus.names().index_receipts_by_time(), query).await
+    }
+
+    /// The signed checkpoint at a tree size where a batch ended, or the latest (`None`).
+    pub async fn checkpoint(&self, tree_size: Option<u64>) -> Result<Checkpoint, BusError> {
+        let reply: CheckpointReply = self.bus.request(self.bus.names().index_checkpoint(), &CheckpointQuery { tree_size }).await?;
+        Ok(reply.checkpoint)
     }
 
     pub async fn stats(&self) -> Result<IndexStats, BusError> {

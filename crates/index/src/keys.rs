@@ -60,12 +60,50 @@ pub(crate) fn job_key_leaf(prefix: &[u8], key: &[u8]) -> Option<u64> {
 /// `by_operator_time` key: `operator || 0x00 || started_at_us BE || leaf_index BE`; the
 /// leaf index keeps two steps that started in the same microsecond apart.
 pub(crate) fn operator_time_key(operator: &str, started_at_us: u64, leaf_index: u64) -> Vec<u8> {
+    let mut k = operator_prefix(operator);
+    k.extend_from_slice(&time_key(started_at_us, leaf_index));
+    k
+}
+
+/// `operator || 0x00`: every `by_operator_time` key of the operator starts with it.
+pub(crate) fn operator_prefix(operator: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(operator.len() + 1 + 2 * U64_LEN);
     k.extend_from_slice(operator.as_bytes());
     k.push(0);
-    k.extend_from_slice(&started_at_us.to_be_bytes());
-    k.extend_from_slice(&leaf_index.to_be_bytes());
     k
+}
+
+/// `by_time` key (and the tail of a `by_operator_time` key): `started_at_us BE || leaf BE`.
+pub(crate) fn time_key(started_at_us: u64, leaf_index: u64) -> [u8; 2 * U64_LEN] {
+    let mut k = [0u8; 2 * U64_LEN];
+    k[..U64_LEN].copy_from_slice(&started_at_us.to_be_bytes());
+    k[U64_LEN..].copy_from_slice(&leaf_index.to_be_bytes());
+    k
+}
+
+/// (time, leaf) of a key that is exactly `prefix || time || leaf`.
+pub(crate) fn time_key_parts(prefix: &[u8], key: &[u8]) -> Option<(u64, u64)> {
+    if key.len() != prefix.len() + 2 * U64_LEN || !key.starts_with(prefix) {
+        return None;
+    }
+    let rest = &key[prefix.len()..];
+    Some((read_u64(&rest[..U64_LEN])?, read_u64(&rest[U64_LEN..])?))
+}
+
+/// A time-ordered page starts at a (start time, leaf index) pair; hex, opaque to clients.
+pub(crate) fn encode_time_cursor(time: u64, leaf: u64) -> String {
+    hex::encode(time_key(time, leaf))
+}
+
+pub(crate) fn decode_time_cursor(cursor: &str) -> Result<(u64, u64), IndexError> {
+    let invalid = || IndexError::InvalidCursor {
+        cursor: cursor.chars().take(64).collect(),
+    };
+    if cursor.len() != 4 * U64_LEN {
+        return Err(invalid());
+    }
+    let bytes = hex::decode(cursor).map_err(|_| invalid())?;
+    time_key_parts(&[], &bytes).ok_or_else(invalid)
 }
 
 /// The cursor names the leaf index the next page starts at. It is hex so that it travels
@@ -111,6 +149,20 @@ mod tests {
         let inside = job_key("a\0b", 3);
         assert!(inside > prefix && inside < upper);
         assert_eq!(job_key_leaf(&prefix, &inside), None);
+    }
+
+    #[test]
+    fn time_cursor_round_trips_and_rejects_garbage() {
+        for (t, l) in [(0, 0), (1_764_093_600_001_120, 42), (u64::MAX, u64::MAX)] {
+            assert_eq!(decode_time_cursor(&encode_time_cursor(t, l)).unwrap(), (t, l));
+        }
+        for bad in ["", "00", &"0".repeat(16), &"g".repeat(32)] {
+            assert!(matches!(decode_time_cursor(bad), Err(IndexError::InvalidCursor { .. })), "{bad:?} accepted");
+        }
+        // An operator whose id contains 0x00 does not read as another operator's keys.
+        let a = operator_prefix("a");
+        assert_eq!(time_key_parts(&a, &operator_time_key("a", 5, 6)), Some((5, 6)));
+        assert_eq!(time_key_parts(&a, &operator_time_key("a\0b", 5, 6)), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | `by_operation`     | `operation_id` bytes                                     | `leaf_index` u64 BE |
 //! | `by_job`           | `job_id` ‖ 0x00 ‖ `leaf_index` BE                        | empty |
 //! | `by_operator_time` | `operator` ‖ 0x00 ‖ `started_at_us` BE ‖ `leaf_index` BE | empty |
+//! | `by_time`          | `started_at_us` BE ‖ `leaf_index` BE                     | empty |
 //! | `checkpoints`      | `tree_size` u64 BE                                       | the [`Checkpoint`], MessagePack with named fields |
 //! | `meta`             | `receipts`, `batches`, `tree_size`, `schema_version`     | u64 BE |
 //!
@@ -55,14 +56,16 @@ pub(crate) const CF_RECEIPTS: &str = "receipts";
 pub(crate) const CF_BY_OPERATION: &str = "by_operation";
 pub(crate) const CF_BY_JOB: &str = "by_job";
 pub(crate) const CF_BY_OPERATOR_TIME: &str = "by_operator_time";
+pub(crate) const CF_BY_TIME: &str = "by_time";
 pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 pub(crate) const CF_META: &str = "meta";
 
-const COLUMN_FAMILIES: [&str; 6] = [
+const COLUMN_FAMILIES: [&str; 7] = [
     CF_RECEIPTS,
     CF_BY_OPERATION,
     CF_BY_JOB,
     CF_BY_OPERATOR_TIME,
+    CF_BY_TIME,
     CF_CHECKPOINTS,
     CF_META,
 ];
@@ -71,8 +74,9 @@ const META_RECEIPTS: &[u8] = b"receipts";
 const META_BATCHES: &[u8] = b"batches";
 const META_TREE_SIZE: &[u8] = b"tree_size";
 const META_SCHEMA: &[u8] = b"schema_version";
-/// Bumped when the key layout changes, so an old binary refuses a newer index.
-const SCHEMA_VERSION: u64 = 1;
+/// Bumped when the key layout changes, so an old binary refuses a newer index and a new
+/// one knows to rebuild an older index from the stream. 2: `by_time` added.
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Where and how to open the index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +192,7 @@ struct Prepared<'a> {
     value: Vec<u8>,
     job_key: Vec<u8>,
     operator_time_key: Vec<u8>,
+    time_key: [u8; 2 * keys::U64_LEN],
 }
 
 /// The `meta` counters.
@@ -338,6 +343,7 @@ impl IndexStore {
                 );
                 wb.put_cf(self.cf(CF_BY_JOB), &p.job_key, b"");
                 wb.put_cf(self.cf(CF_BY_OPERATOR_TIME), &p.operator_time_key, b"");
+                wb.put_cf(self.cf(CF_BY_TIME), p.time_key, b"");
                 pending_ops.insert(&r.operation_id, r.leaf_index);
                 pending_leaves.insert(r.leaf_index);
                 outcome.receipts_written += 1;
@@ -443,6 +449,12 @@ impl IndexStore {
             None
         };
 
+        let receipts = self.fetch_receipts(&leaves, || format!("job {job_id:?}"))?;
+        Ok((receipts, next))
+    }
+
+    /// The receipts at `leaves`, which a secondary index listed.
+    fn fetch_receipts(&self, leaves: &[u64], lister: impl Fn() -> String) -> Result<Vec<Receipt>, IndexError> {
         let leaf_keys: Vec<_> = leaves.iter().map(|&l| keys::u64_key(l)).collect();
         // Keys are sorted, which lets RocksDB batch the lookups per block.
         let values = self
@@ -450,14 +462,89 @@ impl IndexStore {
             .batched_multi_get_cf(self.cf(CF_RECEIPTS), &leaf_keys, true);
         let mut receipts = Vec::with_capacity(leaves.len());
         for (&leaf, value) in leaves.iter().zip(values) {
-            // by_job entries are written with their receipt in one WriteBatch and never
+            // Secondary entries are written with their receipt in one WriteBatch and never
             // deleted, so a missing receipt is corruption, not a race.
             let value = value?.ok_or_else(|| IndexError::Corrupt {
                 cf: CF_RECEIPTS,
-                reason: format!("job {job_id:?} lists leaf {leaf}, which holds no receipt"),
+                reason: format!("{} lists leaf {leaf}, which holds no receipt", lister()),
             })?;
             receipts.push(decode_receipt(leaf, &value)?);
         }
+        Ok(receipts)
+    }
+
+    /// One page of the receipts of operations that started in `[from_us, to_us)`, ordered by
+    /// start time (then leaf index), and the cursor of the next page.
+    pub fn receipts_by_time(
+        &self,
+        from_us: u64,
+        to_us: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Receipt>, Option<String>), IndexError> {
+        self.time_range(CF_BY_TIME, &[], from_us, to_us, cursor, limit)
+    }
+
+    /// One page of the receipts of one operator (`id@version`, as in the records) whose
+    /// operations started in `[from_us, to_us)`, ordered by start time, and the next cursor.
+    pub fn receipts_by_operator(
+        &self,
+        operator: &str,
+        from_us: u64,
+        to_us: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Receipt>, Option<String>), IndexError> {
+        self.time_range(CF_BY_OPERATOR_TIME, &keys::operator_prefix(operator), from_us, to_us, cursor, limit)
+    }
+
+    /// Scans `prefix ‖ time BE ‖ leaf BE` keys for times in `[from_us, to_us)`, starting at
+    /// the cursor's (time, leaf) when given.
+    fn time_range(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+        from_us: u64,
+        to_us: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Receipt>, Option<String>), IndexError> {
+        let limit = limit.clamp(1, MAX_PAGE as usize);
+        let (start_time, start_leaf) = match cursor {
+            Some(c) => keys::decode_time_cursor(c)?,
+            None => (from_us, 0),
+        };
+        if start_time >= to_us || start_time < from_us {
+            return Ok((Vec::new(), None));
+        }
+        let key = |time: u64, leaf: u64| {
+            let mut k = prefix.to_vec();
+            k.extend_from_slice(&keys::time_key(time, leaf));
+            k
+        };
+        let mut ro = ReadOptions::default();
+        // Every key at or after to_us sorts at or after prefix ‖ to_us ‖ 0.
+        ro.set_iterate_upper_bound(key(to_us, 0));
+        let from = key(start_time, start_leaf);
+        let iter = self.db.iterator_cf_opt(self.cf(cf), ro, IteratorMode::From(&from, Direction::Forward));
+        let mut found = Vec::with_capacity(limit + 1);
+        for item in iter {
+            let (k, _) = item?;
+            // Exact length: an operator id containing 0x00 cannot pass for another's keys.
+            if let Some(pair) = keys::time_key_parts(prefix, &k) {
+                found.push(pair);
+                if found.len() > limit {
+                    break;
+                }
+            }
+        }
+        let next = if found.len() > limit {
+            found.pop().map(|(time, leaf)| keys::encode_time_cursor(time, leaf))
+        } else {
+            None
+        };
+        let leaves: Vec<u64> = found.iter().map(|&(_, leaf)| leaf).collect();
+        let receipts = self.fetch_receipts(&leaves, || format!("the {cf} index"))?;
         Ok((receipts, next))
     }
 
@@ -655,6 +742,7 @@ fn prepare(receipt: &Receipt) -> Result<Prepared<'_>, IndexError> {
             record.started_at_us,
             receipt.leaf_index,
         ),
+        time_key: keys::time_key(record.started_at_us, receipt.leaf_index),
     })
 }
 

@@ -26,6 +26,41 @@ fn default_limit() -> u32 {
     100
 }
 
+/// The receipt with one id. A receipt's id is its leaf index, ordered in time (the log
+/// only grows), so an id range is a range of signing times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptById {
+    pub leaf_index: u64,
+}
+
+/// The receipts of operations that started in `[from_us, to_us)` (Unix microseconds), in
+/// start-time order, a page at a time; with `operator` (`id@version`, as recorded), only
+/// that operator's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptsByTime {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    pub from_us: u64,
+    pub to_us: u64,
+    /// Opaque cursor from the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: u32,
+}
+
+/// The signed checkpoint at one tree size (one where a batch ended), or the latest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_size: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointReply {
+    pub checkpoint: Checkpoint,
+}
+
 /// Largest page a query may ask for.
 pub const MAX_PAGE: u32 = 1000;
 

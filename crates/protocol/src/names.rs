@@ -119,6 +119,15 @@ impl Names {
     pub fn index_receipt_by_operation(&self) -> String {
         self.subject("index.receipt.by_operation")
     }
+    pub fn index_receipt_by_id(&self) -> String {
+        self.subject("index.receipt.by_id")
+    }
+    pub fn index_receipts_by_time(&self) -> String {
+        self.subject("index.receipts.by_time")
+    }
+    pub fn index_checkpoint(&self) -> String {
+        self.subject("index.checkpoint")
+    }
     pub fn index_receipts_by_job(&self) -> String {
         self.subject("index.receipts.by_job")
     }
@@ -185,7 +194,10 @@ impl Names {
             (self.receipts_batches(), "stream"),
             (self.receipts_keys(), "request"),
             (self.index_receipt_by_operation(), "request"),
+            (self.index_receipt_by_id(), "request"),
             (self.index_receipts_by_job(), "request"),
+            (self.index_receipts_by_time(), "request"),
+            (self.index_checkpoint(), "request"),
             (self.index_consistency(), "request"),
             (self.index_stats(), "request"),
         ]

@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 
 use async_nats::HeaderMap;
 use hsync_protocol::audit::{
-    ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob,
+    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptById,
+    ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime,
 };
 use hsync_protocol::codec::headers;
 use hsync_protocol::job::{ExtendJob, Job, JobResult, Node, NodeReport};
@@ -81,11 +82,15 @@ message_types! {
     "VerifierKeys" => VerifierKeys,
     "ReceiptByOperation" => ReceiptByOperation,
     "ReceiptsByJob" => ReceiptsByJob,
+    "ReceiptById" => ReceiptById,
+    "ReceiptsByTime" => ReceiptsByTime,
     "ReceiptReply" => ReceiptReply,
     "ReceiptPage" => ReceiptPage,
     "IndexStats" => IndexStats,
     "ConsistencyQuery" => ConsistencyQuery,
     "ConsistencyReply" => ConsistencyReply,
+    "CheckpointQuery" => CheckpointQuery,
+    "CheckpointReply" => CheckpointReply,
     "Empty" => Empty,
     "ErrorReply" => ErrorReply,
 }

@@ -175,6 +175,23 @@ impl Cluster {
         }
     }
 
+    /// Runs the `hsync` CLI against this cluster with `stdin` as its input.
+    pub fn hsync(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write;
+        let bin = self.bins.join("hsync");
+        let mut child = Command::new(&bin)
+            .args(args)
+            .env("NATS_URL", self.nats.url())
+            .env("HSYNC_CONNECT_TIMEOUT_S", "5")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e} (build the workspace first)", bin.display()));
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("hsync finishes")
+    }
+
     /// A service's log so far (for assertion messages).
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()

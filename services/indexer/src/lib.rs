@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hsync_bus::{serve, start_service, streams, Bus, Incoming, ServeOptions, ShutdownSignal};
-use hsync_index::{IndexOptions, IndexStore};
+use hsync_index::{IndexError, IndexOptions, IndexStore};
 use hsync_protocol::audit::{
-    ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, MAX_PAGE,
+    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptById, ReceiptByOperation,
+    ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime, MAX_PAGE,
 };
 use hsync_protocol::names::services;
 use hsync_protocol::receipt::SignedBatch;
@@ -29,16 +30,35 @@ pub struct IndexerConfig {
     /// Most signed batches written in one RocksDB WriteBatch.
     #[arg(long = "ingest-batch", env = "HSYNC_INDEX_INGEST_BATCH", default_value_t = 16)]
     pub ingest_batch: usize,
+    /// Delete the index and rebuild it from the receipts stream.
+    #[arg(long = "rebuild", env = "HSYNC_INDEX_REBUILD", default_value_t = false)]
+    pub rebuild: bool,
 }
 
 impl IndexerConfig {
+    /// Opens the index. `--rebuild`, or an index of an older layout, deletes it first: the
+    /// receipts stream holds everything, and an empty index replays it (see `run`).
     pub fn open(&self) -> anyhow::Result<IndexStore> {
-        IndexStore::open(&IndexOptions {
+        let opts = IndexOptions {
             path: self.db.clone(),
             block_cache_bytes: self.block_cache_mb.max(1) * 1024 * 1024,
             sync_writes: self.sync_writes,
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))
+        };
+        let wipe = |why: &str| -> anyhow::Result<()> {
+            tracing::warn!("{why}: deleting {} and rebuilding it from the receipts stream", self.db.display());
+            std::fs::remove_dir_all(&self.db).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                .map_err(|e| anyhow::anyhow!("cannot delete the index at {}: {e}", self.db.display()))
+        };
+        if self.rebuild {
+            wipe("--rebuild")?;
+        }
+        match IndexStore::open(&opts) {
+            Err(IndexError::Schema { found, expected, .. }) if found < expected => {
+                wipe(&format!("the index has layout version {found}, this indexer writes {expected}"))?;
+                IndexStore::open(&opts).map_err(|e| anyhow::anyhow!("{e}"))
+            }
+            other => other.map_err(|e| anyhow::anyhow!("{e}")),
+        }
     }
 }
 
@@ -58,7 +78,29 @@ async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, 
     let js = bus.jetstream();
     let names = bus.names().clone();
     let stream = streams::receipts_stream(&js, &names).await?;
-    let consumer = streams::durable_consumer(&stream, &names.consumer_indexer(), Duration::from_secs(30)).await?;
+    let durable = names.consumer_indexer();
+    // An empty index (new, deleted, or of an older layout) must see every batch again:
+    // a consumer that already delivered some would start after them.
+    let empty = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.stats()).await??.batches == 0
+    };
+    if empty {
+        if let Ok(info) = stream.consumer_info(&durable).await {
+            if info.delivered.stream_sequence > 0 {
+                tracing::warn!(
+                    "the index is empty but consumer {durable} already delivered up to stream sequence {}: \
+                     replaying the receipts stream from the start",
+                    info.delivered.stream_sequence
+                );
+                stream
+                    .delete_consumer(&durable)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reset consumer {durable}: {e}"))?;
+            }
+        }
+    }
+    let consumer = streams::durable_consumer(&stream, &durable, Duration::from_secs(30)).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(cfg.ingest_batch.max(1))
@@ -160,6 +202,9 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
         }
     };
     let by_op = add("receipt_by_operation", names.index_receipt_by_operation()).await?;
+    let by_id = add("receipt_by_id", names.index_receipt_by_id()).await?;
+    let by_time = add("receipts_by_time", names.index_receipts_by_time()).await?;
+    let checkpoint = add("checkpoint", names.index_checkpoint()).await?;
     let by_job = add("receipts_by_job", names.index_receipts_by_job()).await?;
     let stats = add("stats", names.index_stats()).await?;
     let consistency = add("consistency", names.index_consistency()).await?;
@@ -217,8 +262,68 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
             tokio::task::spawn_blocking(move || consistency_reply(&store, q)).await.map_err(internal)?
         }
     }));
+    let s5 = store.clone();
+    let t5 = tokio::spawn(serve(bus.clone(), by_id, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ReceiptById>| {
+        let store = s5.clone();
+        async move {
+            let leaf = req.body.leaf_index;
+            tokio::task::spawn_blocking(move || store.receipt_by_index(leaf))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?
+                .map(|receipt| ReceiptReply { receipt })
+                .ok_or_else(|| ErrorReply::new(ErrorCode::NotFound, format!("no receipt with id (leaf index) {leaf}")))
+        }
+    }));
+    let s6 = store.clone();
+    let t6 = tokio::spawn(serve(bus.clone(), by_time, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ReceiptsByTime>| {
+        let store = s6.clone();
+        async move {
+            let q = req.body;
+            if q.from_us > q.to_us {
+                return Err(ErrorReply::new(
+                    ErrorCode::InvalidArgument,
+                    format!("from_us ({}) is after to_us ({})", q.from_us, q.to_us),
+                ));
+            }
+            if let Some(op) = &q.operator {
+                valid_key("operator", op)?;
+            }
+            let limit = q.limit.clamp(1, MAX_PAGE) as usize;
+            let (receipts, next_cursor) = tokio::task::spawn_blocking(move || match &q.operator {
+                Some(op) => store.receipts_by_operator(op, q.from_us, q.to_us, q.cursor.as_deref(), limit),
+                None => store.receipts_by_time(q.from_us, q.to_us, q.cursor.as_deref(), limit),
+            })
+            .await
+            .map_err(internal)?
+            .map_err(|e| match e {
+                IndexError::InvalidCursor { .. } => ErrorReply::new(ErrorCode::Malformed, e.to_string()),
+                e => internal(e),
+            })?;
+            Ok(ReceiptPage { receipts, next_cursor })
+        }
+    }));
+    let s7 = store.clone();
+    let t7 = tokio::spawn(serve(bus.clone(), checkpoint, shutdown.clone(), ServeOptions::default(), move |req: Incoming<CheckpointQuery>| {
+        let store = s7.clone();
+        async move {
+            let size = req.body.tree_size;
+            tokio::task::spawn_blocking(move || match size {
+                Some(size) => store.checkpoint(size),
+                None => store.latest_checkpoint(),
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+            .map(|checkpoint| CheckpointReply { checkpoint })
+            .ok_or_else(|| match size {
+                Some(size) => ErrorReply::new(ErrorCode::NotFound, format!("no checkpoint at tree size {size}: no batch ended there")),
+                None => ErrorReply::new(ErrorCode::NotFound, "no checkpoint yet: the log is empty".to_string()),
+            })
+        }
+    }));
     let ingest_result = ingest.await;
-    let _ = tokio::join!(t1, t2, t3, t4);
+    let _ = tokio::join!(t1, t2, t3, t4, t5, t6, t7);
     let _ = service.stop().await;
     ingest_result?
 }
