@@ -2,12 +2,11 @@
 //! `hsync log consistency` verifies that the log at a later batch extends an earlier one,
 //! and the indexer refuses sizes without a checkpoint or out of order.
 
-use std::process::Command;
 use std::time::Duration;
 
 use hsync_bus::BusError;
 use hsync_client::{IndexClient, JobClient};
-use hsync_e2e::{bin_dir, Cluster};
+use hsync_e2e::Cluster;
 use hsync_protocol::job::{Job, JobStatus};
 use hsync_protocol::ErrorCode;
 
@@ -43,11 +42,7 @@ async fn later_checkpoints_extend_earlier_ones() {
     assert!(first < last);
 
     let keys = c.dir.path().join("signer").join("verifier.vkeys");
-    let out = Command::new(bin_dir().unwrap().join("hsync"))
-        .args(["log", "consistency", "--from", &first.to_string(), "--to", &last.to_string(), "--key", keys.to_str().unwrap()])
-        .env("NATS_URL", c.nats.url())
-        .output()
-        .expect("hsync runs");
+    let out = c.hsync(&["log", "consistency", "--from", &first.to_string(), "--to", &last.to_string(), "--key", keys.to_str().unwrap()], "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("at size {last}")) && stdout.contains(&format!("extends size {first}")), "{stdout}");

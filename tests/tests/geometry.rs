@@ -3,11 +3,11 @@
 //! `hsync geo embed` saves the service's embedding as a table identical to a local one,
 //! which the service then searches in place (`geo.table.knn`).
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use hsync_client::JobClient;
-use hsync_e2e::{bin_dir, Cluster};
+use hsync_e2e::Cluster;
 use hsync_protocol::job::{Job, JobStatus};
 use hsync_protocol::Value;
 
@@ -19,16 +19,6 @@ fn example_job() -> Job {
 fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
     let Value::Map(m) = v else { panic!("not a map: {}", v.type_name()) };
     m.get(key).unwrap_or_else(|| panic!("no `{key}`"))
-}
-
-fn hsync(c: &Cluster, args: &[&str]) -> Output {
-    let bin = bin_dir().expect("binaries").join("hsync");
-    Command::new(&bin)
-        .args(args)
-        .env("NATS_URL", c.nats.url())
-        .env("HSYNC_CONNECT_TIMEOUT_S", "5")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (build the workspace first)", bin.display()))
 }
 
 fn json_of(out: &Output) -> serde_json::Value {
@@ -71,17 +61,17 @@ async fn hsync_geo_embed_saves_the_services_embedding_and_the_service_searches_i
     let (remote, local) = (dir.path().join("tree.emb"), dir.path().join("local.emb"));
     let edges = edges.to_str().unwrap();
 
-    let summary = json_of(&hsync(&c, &["geo", "embed", edges, "--dim", "3", "--out", remote.to_str().unwrap()]));
+    let summary = json_of(&c.hsync(&["geo", "embed", edges, "--dim", "3", "--out", remote.to_str().unwrap()], ""));
     assert_eq!(summary["max_depth"], 5, "{summary}");
     assert_eq!(summary["non_tree_edges"], 1, "{summary}");
     assert_eq!(summary["table"]["rows"], 63, "{summary}");
     assert_eq!(summary["quality"]["mean_average_precision"], 1.0, "{summary}");
-    let local_summary = json_of(&hsync(&c, &["geo", "embed", edges, "--dim", "3", "--local", "--out", local.to_str().unwrap()]));
+    let local_summary = json_of(&c.hsync(&["geo", "embed", edges, "--dim", "3", "--local", "--out", local.to_str().unwrap()], ""));
     assert_eq!(local_summary["tau"], summary["tau"]);
     // The service and the library give the very same points.
     assert_eq!(std::fs::read(&remote).unwrap(), std::fs::read(&local).unwrap());
 
-    let table = json_of(&hsync(&c, &["geo", "table", remote.to_str().unwrap(), "--row", "1"]));
+    let table = json_of(&c.hsync(&["geo", "table", remote.to_str().unwrap(), "--row", "1"], ""));
     assert_eq!(table["rows"], 63);
     assert_eq!(table["dim"], 3);
     let row: Vec<f64> = serde_json::from_value(table["row"]["coordinates"].clone()).unwrap();
@@ -106,7 +96,7 @@ async fn hsync_geo_embed_saves_the_services_embedding_and_the_service_searches_i
 
     // A bad edge list is refused before anything is sent, naming the line.
     std::fs::write(dir.path().join("bad.txt"), "0 1\n1 two\n").unwrap();
-    let out = hsync(&c, &["geo", "embed", dir.path().join("bad.txt").to_str().unwrap()]);
+    let out = c.hsync(&["geo", "embed", dir.path().join("bad.txt").to_str().unwrap()], "");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2") && err.contains("`two`"), "{err}");

@@ -2,12 +2,10 @@
 //! `PolicyAdmin::put` (or `hsync policy put`) decides the very next query once
 //! `wait_applied` has returned — no polling.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use hsync_client::policies::PolicyAdmin;
-use hsync_e2e::{bin_dir, Cluster};
+use hsync_e2e::Cluster;
 use hsync_protocol::policy::{PolicyQuery, Stage};
 use hsync_protocol::ErrorCode;
 
@@ -84,21 +82,6 @@ async fn a_stored_policy_decides_the_next_query_once_applied() {
 }
 
 /// Runs `hsync` against the cluster, with `stdin` on its standard input.
-fn hsync(c: &Cluster, args: &[&str], stdin: &str) -> Output {
-    let bin = bin_dir().expect("binaries").join("hsync");
-    let mut child = Command::new(&bin)
-        .args(args)
-        .env("NATS_URL", c.nats.url())
-        .env("HSYNC_CONNECT_TIMEOUT_S", "5")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e} (build the workspace first)", bin.display()));
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-    child.wait_with_output().expect("hsync finishes")
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -106,9 +89,9 @@ fn text(b: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hsync_policy_commands_manage_and_test_policies() {
     let c = Cluster::start().await.expect("cluster starts");
-    let out = hsync(&c, &["policy", "put", "allow-all", "-"], ALLOW_ALL);
+    let out = c.hsync(&["policy", "put", "allow-all", "-"], ALLOW_ALL);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = hsync(&c, &["policy", "put", "no-geometry-for-mallory", "-"], NO_GEOMETRY_FOR_MALLORY);
+    let out = c.hsync(&["policy", "put", "no-geometry-for-mallory", "-"], NO_GEOMETRY_FOR_MALLORY);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
@@ -117,16 +100,16 @@ async fn the_hsync_policy_commands_manage_and_test_policies() {
     );
 
     let mallory = serde_json::to_string(&query("mallory")).unwrap();
-    let out = hsync(&c, &["policy", "test", "-"], &mallory);
+    let out = c.hsync(&["policy", "test", "-"], &mallory);
     assert_eq!(out.status.code(), Some(3), "deny is exit code 3: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("DENY\n") && stdout.contains("no-geometry-for-mallory"), "{stdout}");
-    let out = hsync(&c, &["policy", "test", "--json", "-"], &serde_json::to_string(&query("alice")).unwrap());
+    let out = c.hsync(&["policy", "test", "--json", "-"], &serde_json::to_string(&query("alice")).unwrap());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let decision: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON decision");
     assert_eq!(decision["allowed"], true);
 
-    let out = hsync(&c, &["policy", "list", "--json"], "");
+    let out = c.hsync(&["policy", "list", "--json"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON list");
     let ids: Vec<&str> = listed["policies"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
@@ -134,34 +117,34 @@ async fn the_hsync_policy_commands_manage_and_test_policies() {
     assert!(listed["schema_revision"].is_null());
     let revision = listed["policies"][1]["revision"].as_u64().expect("a revision");
 
-    let out = hsync(&c, &["policy", "get", "no-geometry-for-mallory"], "");
+    let out = c.hsync(&["policy", "get", "no-geometry-for-mallory"], "");
     assert!(out.status.success());
     assert_eq!(text(&out.stdout).trim_end(), NO_GEOMETRY_FOR_MALLORY);
 
     // Compare-and-swap: a stale revision is refused and nothing changes.
     let stale = (revision - 1).to_string();
-    let out = hsync(&c, &["policy", "put", "no-geometry-for-mallory", "-", "--if-revision", &stale], ALLOW_ALL);
+    let out = c.hsync(&["policy", "put", "no-geometry-for-mallory", "-", "--if-revision", &stale], ALLOW_ALL);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains(&format!("at revision {revision}, not {stale}")), "{}", text(&out.stderr));
-    let out = hsync(&c, &["policy", "get", "no-geometry-for-mallory"], "");
+    let out = c.hsync(&["policy", "get", "no-geometry-for-mallory"], "");
     assert_eq!(text(&out.stdout).trim_end(), NO_GEOMETRY_FOR_MALLORY);
 
     // A policy that does not parse is refused with Cedar's diagnostic.
-    let out = hsync(&c, &["policy", "put", "broken", "-"], "permit(principal, action, resource");
+    let out = c.hsync(&["policy", "put", "broken", "-"], "permit(principal, action, resource");
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("does not parse"), "{}", text(&out.stderr));
 
     // The schema round trip.
-    let out = hsync(&c, &["policy", "schema", "put", "-"], SCHEMA);
+    let out = c.hsync(&["policy", "schema", "put", "-"], SCHEMA);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = hsync(&c, &["policy", "schema", "get"], "");
+    let out = c.hsync(&["policy", "schema", "get"], "");
     assert_eq!(text(&out.stdout), SCHEMA);
 
-    let out = hsync(&c, &["policy", "delete", "nobody"], "");
+    let out = c.hsync(&["policy", "delete", "nobody"], "");
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    let out = hsync(&c, &["policy", "delete", "no-geometry-for-mallory"], "");
+    let out = c.hsync(&["policy", "delete", "no-geometry-for-mallory"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = hsync(&c, &["policy", "test", "-"], &mallory);
+    let out = c.hsync(&["policy", "test", "-"], &mallory);
     assert_eq!(out.status.code(), Some(0), "allowed once the forbid is gone: {}", text(&out.stdout));
 }
 

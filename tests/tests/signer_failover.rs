@@ -53,17 +53,8 @@ async fn wait_for_leader(c: &Cluster, count: usize, not: Option<&str>) -> String
     }
 }
 
-/// Every batch in the receipts stream, in order.
 async fn all_batches(c: &Cluster) -> Vec<SignedBatch> {
-    let js = c.bus.jetstream();
-    let stream = js.get_stream(c.bus.names().stream_receipts()).await.expect("receipts stream");
-    let last = stream.get_info().await.expect("stream info").state.last_sequence;
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        let m = stream.get_raw_message(seq).await.expect("batch");
-        out.push(c.bus.codec().decode::<SignedBatch>(Some(&m.headers), &m.payload).expect("decodes"));
-    }
-    out
+    hsync_testkit::cluster::signed_batches(&c.bus).await.expect("signed batches")
 }
 
 /// Checks the whole log and returns the operation ids it holds.

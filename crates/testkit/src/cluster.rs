@@ -16,6 +16,18 @@ use nix::unistd::Pid;
 
 pub const SERVICE_BINARIES: [&str; 5] = ["indexer", "receipt-signer", "policy-evaluator", "geometry-cache", "operator-runner"];
 
+/// Every signed batch in the receipts stream, in order: the published log as a whole.
+pub async fn signed_batches(bus: &Bus) -> anyhow::Result<Vec<hsync_protocol::receipt::SignedBatch>> {
+    let stream = bus.jetstream().get_stream(bus.names().stream_receipts()).await?;
+    let last = stream.get_info().await?.state.last_sequence;
+    let mut out = Vec::with_capacity(last as usize);
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await?;
+        out.push(bus.codec().decode(Some(&m.headers), &m.payload)?);
+    }
+    Ok(out)
+}
+
 /// Where the service binaries are: `HSYNC_BIN_DIR`, else next to the running executable
 /// (`hsync`), else one level up (a test executable lives in `<target>/<profile>/deps/`).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {

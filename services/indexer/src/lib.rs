@@ -66,6 +66,14 @@ fn internal(e: impl std::fmt::Display) -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, format!("index: {e}"))
 }
 
+/// A query's store error: a cursor the caller made up is their mistake, the rest is ours.
+fn query_error(e: IndexError) -> ErrorReply {
+    match e {
+        IndexError::InvalidCursor { .. } => ErrorReply::new(ErrorCode::Malformed, e.to_string()),
+        e => internal(e),
+    }
+}
+
 fn valid_key(kind: &str, s: &str) -> Result<(), ErrorReply> {
     if s.is_empty() || s.len() > 256 {
         return Err(ErrorReply::new(ErrorCode::Malformed, format!("{kind} must be 1-256 characters")));
@@ -239,7 +247,7 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
             let (receipts, next_cursor) = tokio::task::spawn_blocking(move || store.receipts_by_job(&q.job_id, q.cursor.as_deref(), limit))
                 .await
                 .map_err(internal)?
-                .map_err(|e| ErrorReply::new(ErrorCode::Malformed, e.to_string()))?;
+                .map_err(query_error)?;
             Ok(ReceiptPage { receipts, next_cursor })
         }
     }));
@@ -296,10 +304,7 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
             })
             .await
             .map_err(internal)?
-            .map_err(|e| match e {
-                IndexError::InvalidCursor { .. } => ErrorReply::new(ErrorCode::Malformed, e.to_string()),
-                e => internal(e),
-            })?;
+            .map_err(query_error)?;
             Ok(ReceiptPage { receipts, next_cursor })
         }
     }));

@@ -176,9 +176,6 @@ impl Signer {
             Err(hsync_receipts::keys::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => anyhow::bail!("retired keys: {e}"),
         };
-        let mut keyring = vec![key.verifier_key()];
-        keyring.extend(retired.iter().cloned());
-        hsync_receipts::keys::write_verifier_keys(&cfg.keyring_path(), &keyring)?;
         let state_path = cfg.state_path();
         let legacy = cfg.state_dir.join(LEGACY_STATE_FILE);
         let state = match std::fs::read(&state_path) {
@@ -193,7 +190,7 @@ impl Signer {
             Err(e) => anyhow::bail!("cannot read {}: {e}", state_path.display()),
         };
         tracing::info!(tree_size = state.range.size(), "receipt log opened");
-        Ok(Signer {
+        let signer = Signer {
             key,
             retired,
             origin: cfg.origin.clone(),
@@ -201,7 +198,9 @@ impl Signer {
             state,
             receipts: Arc::new(AtomicU64::new(0)),
             batches: Arc::new(AtomicU64::new(0)),
-        })
+        };
+        hsync_receipts::keys::write_verifier_keys(&cfg.keyring_path(), &signer.keyring())?;
+        Ok(signer)
     }
 
     pub fn tree_size(&self) -> u64 {
@@ -210,10 +209,7 @@ impl Signer {
 
     pub fn verifier_keys(&self) -> VerifierKeys {
         VerifierKeys {
-            keys: std::iter::once(self.key.verifier_key())
-                .chain(self.retired.iter().cloned())
-                .map(|k| k.to_string())
-                .collect(),
+            keys: self.keyring().iter().map(|k| k.to_string()).collect(),
             origin: self.origin.clone(),
         }
     }
@@ -301,6 +297,7 @@ pub struct SignedRecord {
 }
 
 impl Signer {
+    /// Every verifier key, current first: what verifies old and new checkpoints alike.
     fn keyring(&self) -> Vec<VerifierKey> {
         std::iter::once(self.key.verifier_key()).chain(self.retired.iter().cloned()).collect()
     }

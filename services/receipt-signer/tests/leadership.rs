@@ -21,16 +21,8 @@ async fn publish_record(bus: &Bus, id: &str) {
     bus.js_publish(&bus.jetstream(), bus.names().ops_records(), &record, Some(id)).await.expect("record published");
 }
 
-/// Every batch in the receipts stream, in order.
 async fn batches(bus: &Bus) -> Vec<SignedBatch> {
-    let stream = bus.jetstream().get_stream(bus.names().stream_receipts()).await.expect("stream");
-    let last = stream.get_info().await.expect("info").state.last_sequence;
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        let m = stream.get_raw_message(seq).await.expect("batch");
-        out.push(bus.codec().decode::<SignedBatch>(Some(&m.headers), &m.payload).expect("decodes"));
-    }
-    out
+    hsync_testkit::cluster::signed_batches(bus).await.expect("signed batches")
 }
 
 async fn wait_for_receipt(bus: &Bus, id: &str) -> Vec<SignedBatch> {
