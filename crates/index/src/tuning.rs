@@ -17,8 +17,15 @@ const BLOOM_BITS_PER_KEY: f64 = 10.0;
 const BYTES_PER_SYNC: u64 = 1024 * 1024;
 
 /// Options shared by the whole database.
-pub(crate) fn db_options() -> Options {
+pub(crate) fn db_options(index: &crate::IndexOptions) -> Options {
     let mut o = Options::default();
+    if index.statistics {
+        o.enable_statistics();
+    }
+    // mmap reads skip a pread and a copy into the block cache for blocks the OS already
+    // caches; whether that beats the block cache for this index is measured in
+    // docs/PERFORMANCE.md (index_bench), so it stays a switch.
+    o.set_allow_mmap_reads(index.mmap_reads);
     // The store creates itself and its column families on first open.
     o.create_if_missing(true);
     o.create_missing_column_families(true);

@@ -432,6 +432,7 @@ fn data_persists_across_reopen() {
             path: dir.path().join("index"),
             block_cache_bytes: 1024 * 1024,
             sync_writes: true,
+            ..IndexOptions::new(dir.path().join("index"))
         })
         .unwrap();
         store.ingest(&b).unwrap();

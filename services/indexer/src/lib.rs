@@ -30,6 +30,9 @@ pub struct IndexerConfig {
     /// Most signed batches written in one RocksDB WriteBatch.
     #[arg(long = "ingest-batch", env = "HSYNC_INDEX_INGEST_BATCH", default_value_t = 16)]
     pub ingest_batch: usize,
+    /// Read SST files through mmap (see docs/PERFORMANCE.md, "Indexer").
+    #[arg(long = "mmap-reads", env = "HSYNC_INDEX_MMAP_READS", default_value_t = false)]
+    pub mmap_reads: bool,
     /// Delete the index and rebuild it from the receipts stream.
     #[arg(long = "rebuild", env = "HSYNC_INDEX_REBUILD", default_value_t = false)]
     pub rebuild: bool,
@@ -43,6 +46,8 @@ impl IndexerConfig {
             path: self.db.clone(),
             block_cache_bytes: self.block_cache_mb.max(1) * 1024 * 1024,
             sync_writes: self.sync_writes,
+            statistics: false,
+            mmap_reads: self.mmap_reads,
         };
         let wipe = |why: &str| -> anyhow::Result<()> {
             tracing::warn!("{why}: deleting {} and rebuilding it from the receipts stream", self.db.display());
