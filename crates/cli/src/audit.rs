@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use hsync_bus::{BusConfig, BusError};
 use hsync_client::IndexClient;
-use hsync_protocol::audit::{ReceiptPage, ReceiptsByTime};
+use hsync_protocol::audit::{OperatorsQuery, ReceiptPage, ReceiptsByTime, MAX_PAGE};
+use hsync_protocol::operator::Provider;
 use hsync_protocol::receipt::Receipt;
 
 use crate::commands::{connect, print_json, report_error};
@@ -55,8 +56,18 @@ pub enum AuditCommand {
     },
     /// A signed checkpoint as JSON: at a tree size where a batch ended, or the latest.
     Checkpoint { tree_size: Option<u64> },
-    /// Receipts, batches and tree size of the index.
+    /// Receipts, batches and tree size of the index, and how many operators it mirrors.
     Stats,
+    /// One operator definition as JSON, as the indexer mirrors it from the registry.
+    Operator { id: String },
+    /// Registered operators ordered by id: those that declare --capability, or all.
+    Operators {
+        #[arg(long)]
+        capability: Option<String>,
+        /// Print each definition as one JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn audit(cfg: &BusConfig, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -109,6 +120,47 @@ pub async fn audit(cfg: &BusConfig, cmd: AuditCommand) -> anyhow::Result<ExitCod
             Ok(s) => print_json(&s).map(|_| ExitCode::SUCCESS),
             Err(e) => Ok(report_error(e)),
         },
+        AuditCommand::Operator { id } => match index.operator(&id).await {
+            Ok(Some(def)) => print_json(&def).map(|_| ExitCode::SUCCESS),
+            Ok(None) => {
+                eprintln!("no operator {id} in the registry");
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Ok(report_error(e)),
+        },
+        AuditCommand::Operators { capability, json } => {
+            if !json {
+                println!("{:<32}  {:<8}  {:<32}  provider", "id", "version", "capabilities");
+            }
+            let mut query = OperatorsQuery { capability, cursor: None, limit: MAX_PAGE };
+            let mut printed = 0usize;
+            loop {
+                let page = match index.operators(&query).await {
+                    Ok(p) => p,
+                    Err(e) => return Ok(report_error(e)),
+                };
+                for def in &page.operators {
+                    if json {
+                        println!("{}", serde_json::to_string(def)?);
+                    } else {
+                        let provider = match &def.provider {
+                            Provider::Builtin => "builtin".to_string(),
+                            Provider::Nats { subject, .. } => format!("nats {subject}"),
+                        };
+                        println!("{:<32}  {:<8}  {:<32}  {provider}", def.id, def.version, def.capabilities.join(","));
+                    }
+                    printed += 1;
+                }
+                match page.next_cursor {
+                    Some(next) => query.cursor = Some(next),
+                    None => break,
+                }
+            }
+            if printed == 0 {
+                eprintln!("no operators");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use hsync_bus::{Bus, BusError};
 use hsync_protocol::audit::{
-    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptById, ReceiptByOperation,
-    ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime,
+    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, OperatorById, OperatorPage,
+    OperatorReply, OperatorsQuery, ReceiptById, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime,
 };
+use hsync_protocol::operator::OperatorDef;
 use hsync_protocol::job::{valid_id, ExtendJob, Job, JobResult, MAX_ID_LEN};
 use hsync_protocol::policy::{PolicyDecision, PolicyEvalReply, PolicyEvalRequest, PolicyQuery};
 use hsync_protocol::receipt::{Checkpoint, Receipt, VerifierKeys};
@@ -375,6 +376,23 @@ impl IndexClient {
 
     pub async fn stats(&self) -> Result<IndexStats, BusError> {
         self.bus.request(self.bus.names().index_stats(), &Empty {}).await
+    }
+
+    /// One operator definition as the indexer mirrors it from the registry; `Ok(None)` when
+    /// none is registered under `id`.
+    pub async fn operator(&self, id: &str) -> Result<Option<OperatorDef>, BusError> {
+        let r: Result<OperatorReply, BusError> =
+            self.bus.request(self.bus.names().index_operator_by_id(), &OperatorById { id: id.to_string() }).await;
+        match r {
+            Ok(reply) => Ok(Some(reply.operator)),
+            Err(BusError::Remote(e)) if e.code == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One page of the operators that declare a capability (all operators for `None`).
+    pub async fn operators(&self, query: &OperatorsQuery) -> Result<OperatorPage, BusError> {
+        self.bus.request(self.bus.names().index_operators(), query).await
     }
 
     /// The receipt log's verifier keys, from the receipt-signer.

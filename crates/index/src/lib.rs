@@ -19,6 +19,8 @@
 //! | `by_time`          | `started_at_us` BE ‖ `leaf_index` BE                     | empty |
 //! | `checkpoints`      | `tree_size` u64 BE                                       | the [`Checkpoint`], MessagePack with named fields |
 //! | `meta`             | `receipts`, `batches`, `tree_size`, `schema_version`     | u64 BE |
+//! | `operators`        | operator id (its registry key)                           | the [`OperatorDef`](hsync_protocol::operator::OperatorDef), MessagePack with named fields |
+//! | `operators_by_capability` | `capability` ‖ 0x00 ‖ operator id                 | empty |
 //!
 //! Job id, operator and start time come from the operation record inside each receipt's
 //! leaf; a receipt whose record does not decode fails the whole call and nothing is
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod keys;
+mod operators;
 mod tuning;
 
 use std::collections::{HashMap, HashSet};
@@ -59,8 +62,10 @@ pub(crate) const CF_BY_OPERATOR_TIME: &str = "by_operator_time";
 pub(crate) const CF_BY_TIME: &str = "by_time";
 pub(crate) const CF_CHECKPOINTS: &str = "checkpoints";
 pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_OPERATORS: &str = "operators";
+pub(crate) const CF_OPERATORS_BY_CAPABILITY: &str = "operators_by_capability";
 
-const COLUMN_FAMILIES: [&str; 7] = [
+const COLUMN_FAMILIES: [&str; 9] = [
     CF_RECEIPTS,
     CF_BY_OPERATION,
     CF_BY_JOB,
@@ -68,6 +73,8 @@ const COLUMN_FAMILIES: [&str; 7] = [
     CF_BY_TIME,
     CF_CHECKPOINTS,
     CF_META,
+    CF_OPERATORS,
+    CF_OPERATORS_BY_CAPABILITY,
 ];
 
 const META_RECEIPTS: &[u8] = b"receipts";
@@ -186,7 +193,7 @@ pub struct IndexStore {
     /// Serializes ingests: deduplication reads the index before writing, and the counters
     /// are read-modify-write, so two ingests must not interleave. Readers never take it:
     /// each WriteBatch becomes visible atomically.
-    write_lock: Mutex<()>,
+    pub(crate) write_lock: Mutex<()>,
 }
 
 impl fmt::Debug for IndexStore {
@@ -642,7 +649,8 @@ impl IndexStore {
         decode_checkpoint(tree_size, &value).map(Some)
     }
 
-    /// Receipts and batches indexed, and the largest checkpointed tree size.
+    /// Receipts and batches indexed, the largest checkpointed tree size, and the number of
+    /// operators mirrored from the registry.
     pub fn stats(&self) -> Result<IndexStats, IndexError> {
         // One snapshot, so the three counters come from the same WriteBatch.
         let snapshot = self.db.snapshot();
@@ -651,6 +659,7 @@ impl IndexStore {
             receipts: c.receipts,
             batches: c.batches,
             tree_size: c.tree_size,
+            operators: self.operator_count()?,
         })
     }
 

@@ -4,7 +4,9 @@ use rocksdb::{
     BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DataBlockIndexType, Options,
 };
 
-use crate::{CF_BY_JOB, CF_BY_OPERATION, CF_BY_OPERATOR_TIME, CF_BY_TIME, CF_RECEIPTS};
+use crate::{
+    CF_BY_JOB, CF_BY_OPERATION, CF_BY_OPERATOR_TIME, CF_BY_TIME, CF_OPERATORS_BY_CAPABILITY, CF_RECEIPTS,
+};
 
 /// 16 KiB blocks: a receipt (leaf + ~20-hash proof + note) is ~1-2 KiB, so a block holds a
 /// handful of neighbours; larger than the 4 KiB default to cut index size and SSD IOPS.
@@ -84,7 +86,7 @@ pub(crate) fn cf_options(name: &str, cache: &Cache) -> Options {
             // read for indexes that are not there.
             table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
         }
-        CF_BY_JOB | CF_BY_OPERATOR_TIME | CF_BY_TIME => {
+        CF_BY_JOB | CF_BY_OPERATOR_TIME | CF_BY_TIME | CF_OPERATORS_BY_CAPABILITY => {
             // Only bounded range scans read these, never a point lookup, so a whole-key filter
             // would be built and never consulted. A prefix bloom would need a custom extractor
             // (ids are variable length) and saves at most one block per level of a narrow
@@ -92,6 +94,7 @@ pub(crate) fn cf_options(name: &str, cache: &Cache) -> Options {
         }
         _ => {
             // checkpoints: point lookups by tree size, sequential like receipts.
+            // operators: point lookups by id; a few thousand entries at most.
             // meta: a handful of keys that stay in the memtable and block cache.
             table.set_bloom_filter(BLOOM_BITS_PER_KEY, false);
         }

@@ -92,6 +92,7 @@ fn stats(receipts: u64, batches: u64, tree_size: u64) -> IndexStats {
         receipts,
         batches,
         tree_size,
+        operators: 0,
     }
 }
 
@@ -632,4 +633,99 @@ fn receipts_by_time_and_by_operator_page_in_start_order() {
     let (_, next) = store.receipts_by_time(0, u64::MAX, None, 1).unwrap();
     let (page, _) = store.receipts_by_time(0, 50, next.as_deref(), 5).unwrap();
     assert!(page.is_empty());
+}
+
+// ---- operators ------------------------------------------------------------------------
+
+fn operator(id: &str, capabilities: &[&str]) -> hsync_protocol::operator::OperatorDef {
+    hsync_protocol::operator::OperatorDef {
+        id: id.to_string(),
+        version: "1".to_string(),
+        capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+        deterministic: true,
+        cacheable: true,
+        provider: hsync_protocol::operator::Provider::Nats {
+            subject: format!("hsync.op.{id}"),
+            batch_subject: None,
+        },
+        args: vec![],
+        cost_hint: 1,
+        description: format!("test operator {id}"),
+    }
+}
+
+/// Every operator of a capability (or all), following cursors with pages of `limit`.
+fn all_operators(store: &IndexStore, capability: Option<&str>, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (page, next) = store.operators(capability, cursor.as_deref(), limit).unwrap();
+        assert!(page.len() <= limit);
+        if next.is_some() {
+            assert_eq!(page.len(), limit, "a page before the last one is full");
+        }
+        ids.extend(page.into_iter().map(|d| d.id));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return ids,
+        }
+    }
+}
+
+#[test]
+fn operators_by_id_and_capability_follow_puts_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for i in 0..25 {
+        let caps: &[&str] = if i % 2 == 0 { &["geometry", "pure"] } else { &["geometry"] };
+        store.put_operator(&format!("geo.op{i:02}"), &operator(&format!("geo.op{i:02}"), caps)).unwrap();
+    }
+    store.put_operator("text.upper", &operator("text.upper", &["text", "pure"])).unwrap();
+    // "geo" is a prefix of "geometry" and must not see its operators.
+    store.put_operator("other", &operator("other", &["geo"])).unwrap();
+
+    assert_eq!(store.operator("text.upper").unwrap().unwrap(), operator("text.upper", &["text", "pure"]));
+    assert_eq!(store.operator("missing").unwrap(), None);
+    assert_eq!(store.operator_count().unwrap(), 27);
+
+    let geometry = all_operators(&store, Some("geometry"), 7);
+    assert_eq!(geometry, (0..25).map(|i| format!("geo.op{i:02}")).collect::<Vec<_>>());
+    assert_eq!(all_operators(&store, Some("geo"), 7), ["other"]);
+    let pure = all_operators(&store, Some("pure"), 4);
+    assert_eq!(pure.len(), 14);
+    assert_eq!(pure.last().unwrap(), "text.upper");
+    assert_eq!(all_operators(&store, None, 10).len(), 27);
+    assert!(all_operators(&store, Some("nothing"), 10).is_empty());
+
+    // A new version that drops a capability leaves that capability's list.
+    store.put_operator("text.upper", &operator("text.upper", &["text"])).unwrap();
+    assert_eq!(all_operators(&store, Some("pure"), 100).len(), 13);
+    assert_eq!(all_operators(&store, Some("text"), 100), ["text.upper"]);
+
+    store.delete_operator("geo.op03").unwrap();
+    store.delete_operator("never-there").unwrap();
+    assert_eq!(store.operator("geo.op03").unwrap(), None);
+    assert!(!all_operators(&store, Some("geometry"), 100).contains(&"geo.op03".to_string()));
+
+    // After a resync, whatever the bucket no longer holds goes.
+    let keep: std::collections::HashSet<String> = ["geo.op00", "text.upper"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(store.retain_operators(&keep).unwrap(), 24);
+    assert_eq!(all_operators(&store, None, 100), ["geo.op00", "text.upper"]);
+    assert_eq!(all_operators(&store, Some("geometry"), 100), ["geo.op00"]);
+    assert!(all_operators(&store, Some("geo"), 100).is_empty());
+
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(all_operators(&store, Some("pure"), 100), ["geo.op00"]);
+}
+
+#[test]
+fn operator_cursor_from_elsewhere_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.put_operator("a", &operator("a", &["x"])).unwrap();
+    for bad in ["zz", "", "00"] {
+        let err = store.operators(Some("x"), Some(bad), 10).unwrap_err();
+        assert!(matches!(err, IndexError::InvalidCursor { .. }), "{bad:?}: {err}");
+    }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::operator::OperatorDef;
 use crate::receipt::{Checkpoint, Receipt};
 use crate::value::Hash32;
 
@@ -82,6 +83,40 @@ pub struct IndexStats {
     pub receipts: u64,
     pub batches: u64,
     pub tree_size: u64,
+    /// Operator definitions mirrored from the registry bucket.
+    #[serde(default)]
+    pub operators: u64,
+}
+
+/// One operator definition, by its registry id (without `@version`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorById {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorReply {
+    pub operator: OperatorDef,
+}
+
+/// The operators that declare `capability` (every operator when absent), ordered by id,
+/// a page at a time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Opaque cursor from the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default = "default_limit")]
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OperatorPage {
+    pub operators: Vec<OperatorDef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A consistency proof between the log's checkpoints at two tree sizes

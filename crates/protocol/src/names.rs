@@ -134,6 +134,12 @@ impl Names {
     pub fn index_consistency(&self) -> String {
         self.subject("index.consistency")
     }
+    pub fn index_operator_by_id(&self) -> String {
+        self.subject("index.operator.by_id")
+    }
+    pub fn index_operators(&self) -> String {
+        self.subject("index.operators")
+    }
     pub fn index_stats(&self) -> String {
         self.subject("index.stats")
     }
@@ -199,6 +205,8 @@ impl Names {
             (self.index_receipts_by_time(), "request"),
             (self.index_checkpoint(), "request"),
             (self.index_consistency(), "request"),
+            (self.index_operator_by_id(), "request"),
+            (self.index_operators(), "request"),
             (self.index_stats(), "request"),
         ]
     }

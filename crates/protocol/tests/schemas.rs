@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 
 use async_nats::HeaderMap;
 use hsync_protocol::audit::{
-    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptById,
+    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, OperatorById, OperatorPage,
+    OperatorReply, OperatorsQuery, ReceiptById,
     ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime,
 };
 use hsync_protocol::codec::headers;
@@ -87,6 +88,10 @@ message_types! {
     "ReceiptReply" => ReceiptReply,
     "ReceiptPage" => ReceiptPage,
     "IndexStats" => IndexStats,
+    "OperatorById" => OperatorById,
+    "OperatorReply" => OperatorReply,
+    "OperatorsQuery" => OperatorsQuery,
+    "OperatorPage" => OperatorPage,
     "ConsistencyQuery" => ConsistencyQuery,
     "ConsistencyReply" => ConsistencyReply,
     "CheckpointQuery" => CheckpointQuery,

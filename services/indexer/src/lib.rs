@@ -1,5 +1,8 @@
 //! indexer: takes signed batches from the receipts stream into RocksDB (acking only after
-//! the write) and answers audit queries on `hsync.index.*`.
+//! the write), mirrors the operator registry bucket, and answers audit queries on
+//! `hsync.index.*`.
+
+mod registry;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,8 +12,9 @@ use std::time::Duration;
 use hsync_bus::{serve, start_service, streams, Bus, Incoming, ServeOptions, ShutdownSignal};
 use hsync_index::{IndexError, IndexOptions, IndexStore};
 use hsync_protocol::audit::{
-    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, ReceiptById, ReceiptByOperation,
-    ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime, MAX_PAGE,
+    CheckpointQuery, CheckpointReply, ConsistencyQuery, ConsistencyReply, Empty, IndexStats, OperatorById, OperatorPage,
+    OperatorReply, OperatorsQuery, ReceiptById, ReceiptByOperation, ReceiptPage, ReceiptReply, ReceiptsByJob, ReceiptsByTime,
+    MAX_PAGE,
 };
 use hsync_protocol::names::services;
 use hsync_protocol::receipt::SignedBatch;
@@ -185,6 +189,7 @@ async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, 
 pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let ingested = Arc::new(AtomicU64::new(0));
     let ingest = tokio::spawn(ingest_loop(bus.clone(), store.clone(), cfg, ingested.clone(), shutdown.clone()));
+    let mirror = tokio::spawn(registry::follow_registry(bus.clone(), store.clone(), shutdown.clone()));
 
     let stats_store = store.clone();
     let service = start_service(
@@ -197,6 +202,7 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
                 "receipts": s.receipts,
                 "batches": s.batches,
                 "tree_size": s.tree_size,
+                "operators": s.operators,
                 "batches_ingested_since_start": ingested.load(Ordering::Relaxed),
             })
         },
@@ -221,6 +227,8 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
     let by_job = add("receipts_by_job", names.index_receipts_by_job()).await?;
     let stats = add("stats", names.index_stats()).await?;
     let consistency = add("consistency", names.index_consistency()).await?;
+    let operator_by_id = add("operator_by_id", names.index_operator_by_id()).await?;
+    let operators = add("operators", names.index_operators()).await?;
 
     let s1 = store.clone();
     let t1 = tokio::spawn(serve(bus.clone(), by_op, shutdown.clone(), ServeOptions::default(), move |req: Incoming<ReceiptByOperation>| {
@@ -332,8 +340,43 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
             })
         }
     }));
+    let s8 = store.clone();
+    let t8 = tokio::spawn(serve(bus.clone(), operator_by_id, shutdown.clone(), ServeOptions::default(), move |req: Incoming<OperatorById>| {
+        let store = s8.clone();
+        async move {
+            let id = req.body.id;
+            valid_key("id", &id)?;
+            let found = tokio::task::spawn_blocking({
+                let id = id.clone();
+                move || store.operator(&id)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+            found
+                .map(|operator| OperatorReply { operator })
+                .ok_or_else(|| ErrorReply::new(ErrorCode::NotFound, format!("no operator {id} in the registry")))
+        }
+    }));
+    let s9 = store.clone();
+    let t9 = tokio::spawn(serve(bus.clone(), operators, shutdown.clone(), ServeOptions::default(), move |req: Incoming<OperatorsQuery>| {
+        let store = s9.clone();
+        async move {
+            let q = req.body;
+            if let Some(c) = &q.capability {
+                valid_key("capability", c)?;
+            }
+            let limit = q.limit.clamp(1, MAX_PAGE) as usize;
+            let (operators, next_cursor) =
+                tokio::task::spawn_blocking(move || store.operators(q.capability.as_deref(), q.cursor.as_deref(), limit))
+                    .await
+                    .map_err(internal)?
+                    .map_err(query_error)?;
+            Ok(OperatorPage { operators, next_cursor })
+        }
+    }));
     let ingest_result = ingest.await;
-    let _ = tokio::join!(t1, t2, t3, t4, t5, t6, t7);
+    let _ = tokio::join!(t1, t2, t3, t4, t5, t6, t7, t8, t9, mirror);
     let _ = service.stop().await;
     ingest_result?
 }
