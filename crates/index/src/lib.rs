@@ -182,6 +182,17 @@ pub enum IndexError {
     Corrupt { cf: &'static str, reason: String },
 }
 
+impl IndexError {
+    /// The error is about the batch itself (a split view, a malformed receipt), so writing
+    /// it again can never succeed; anything else (storage) may pass on a retry.
+    pub fn refuses_the_batch(&self) -> bool {
+        matches!(
+            self,
+            IndexError::CheckpointConflict { .. } | IndexError::Malformed { .. } | IndexError::Encode { .. }
+        )
+    }
+}
+
 /// The receipt index. `Send + Sync`: share it in an `Arc` and call it from
 /// `spawn_blocking`; reads run concurrently, ingests are serialized.
 pub struct IndexStore {

@@ -91,7 +91,14 @@ fn valid_key(kind: &str, s: &str) -> Result<(), ErrorReply> {
 }
 
 /// Pulls signed batches into the store until shutdown.
-async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, ingested: Arc<AtomicU64>, mut shutdown: ShutdownSignal) -> anyhow::Result<()> {
+async fn ingest_loop(
+    bus: Arc<Bus>,
+    store: Arc<IndexStore>,
+    cfg: IndexerConfig,
+    ingested: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    mut shutdown: ShutdownSignal,
+) -> anyhow::Result<()> {
     let js = bus.jetstream();
     let names = bus.names().clone();
     let stream = streams::receipts_stream(&js, &names).await?;
@@ -125,7 +132,9 @@ async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, 
         .await
         .map_err(|e| anyhow::anyhow!("cannot consume signed batches: {e}"))?;
     while let Some(msgs) = streams::next_batch(&mut messages, cfg.ingest_batch, Duration::from_millis(5), &mut shutdown).await {
+        // Decoded batches and the message each came from.
         let mut batches = Vec::with_capacity(msgs.len());
+        let mut sources = Vec::with_capacity(msgs.len());
         let mut spans = Vec::new();
         for m in &msgs {
             match bus.codec().decode::<SignedBatch>(m.headers.as_ref(), &m.payload) {
@@ -153,6 +162,7 @@ async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, 
                         spans.push(span);
                     }
                     batches.push(b);
+                    sources.push(m);
                 }
                 Err(e) => {
                     tracing::error!("dropping an undecodable signed batch: {e}");
@@ -162,16 +172,52 @@ async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, 
         }
         let s = store.clone();
         let n = batches.len();
-        let written = tokio::task::spawn_blocking(move || s.ingest_many(&batches)).await?;
+        let batches = Arc::new(batches);
+        let written = tokio::task::spawn_blocking({
+            let batches = batches.clone();
+            move || s.ingest_many(&batches)
+        })
+        .await?;
         match written {
             Ok(outcome) => {
                 ingested.fetch_add(n as u64, Ordering::Relaxed);
                 if outcome.duplicates > 0 {
                     tracing::info!(duplicates = outcome.duplicates, "skipped receipts already indexed");
                 }
-                for m in &msgs {
+                for m in &sources {
                     if let Err(e) = m.ack().await {
                         tracing::warn!("ack failed (the batch will be redelivered and skipped): {e}");
+                    }
+                }
+            }
+            Err(e) if e.refuses_the_batch() => {
+                // A split view or a malformed receipt must not stall the batches that came
+                // with it, nor come back forever: index the group one batch at a time and
+                // refuse the bad one for good. On a split view the index keeps the root it
+                // saw first.
+                for (i, m) in sources.iter().enumerate() {
+                    let s = store.clone();
+                    let batches = batches.clone();
+                    match tokio::task::spawn_blocking(move || s.ingest(&batches[i])).await? {
+                        Ok(_) => {
+                            ingested.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = m.ack().await {
+                                tracing::warn!("ack failed (the batch will be redelivered and skipped): {e}");
+                            }
+                        }
+                        Err(e) if e.refuses_the_batch() => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(
+                                stream_sequence = m.info().map(|i| i.stream_sequence).unwrap_or(0),
+                                "refusing a signed batch for good: {e}"
+                            );
+                            let _ = m.ack_with(async_nats::jetstream::AckKind::Term).await;
+                        }
+                        Err(e) => {
+                            tracing::error!("cannot write a signed batch: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            break;
+                        }
                     }
                 }
             }
@@ -188,7 +234,8 @@ async fn ingest_loop(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, 
 
 pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shutdown: ShutdownSignal) -> anyhow::Result<()> {
     let ingested = Arc::new(AtomicU64::new(0));
-    let ingest = tokio::spawn(ingest_loop(bus.clone(), store.clone(), cfg, ingested.clone(), shutdown.clone()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let ingest = tokio::spawn(ingest_loop(bus.clone(), store.clone(), cfg, ingested.clone(), refused.clone(), shutdown.clone()));
     let mirror = tokio::spawn(registry::follow_registry(bus.clone(), store.clone(), shutdown.clone()));
 
     let stats_store = store.clone();
@@ -204,6 +251,7 @@ pub async fn run(bus: Arc<Bus>, store: Arc<IndexStore>, cfg: IndexerConfig, shut
                 "tree_size": s.tree_size,
                 "operators": s.operators,
                 "batches_ingested_since_start": ingested.load(Ordering::Relaxed),
+                "batches_refused": refused.load(Ordering::Relaxed),
             })
         },
     )
