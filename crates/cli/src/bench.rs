@@ -4,6 +4,10 @@
 //! started through `hsync-testkit`), differing only in the environment that switches the
 //! optimization, and the same seeded workload. The figures go to stdout as a table and,
 //! with `--json`, as JSON for docs/PERFORMANCE.md.
+//!
+//! Every run starts with the bus's own ceiling: plain NATS request/reply against an echo
+//! responder, with the same client concurrency and a payload the size of a job, on its own
+//! nats-server. Each variant's throughput is also given as a fraction of it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -60,8 +64,13 @@ struct Figures {
     jobs: usize,
     seconds: f64,
     jobs_per_second: f64,
+    /// Throughput as a fraction of the echo baseline's requests per second.
+    of_echo: f64,
     p50_ms: f64,
+    p95_ms: f64,
     p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
     nodes_served_from_cache: u64,
     nodes_total: u64,
     hit_rate: f64,
@@ -180,10 +189,18 @@ async fn drive(
     Ok((elapsed, results))
 }
 
+/// Latencies in microseconds, 3 significant digits, up to an hour.
+fn histogram(latencies: impl Iterator<Item = Duration>) -> hdrhistogram::Histogram<u64> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+    for d in latencies {
+        h.saturating_record(d.as_micros().clamp(1, u64::MAX as u128) as u64);
+    }
+    h
+}
+
 fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, results: &[(Duration, JobResult)]) -> Figures {
-    let mut lat: Vec<f64> = results.iter().map(|(d, _)| d.as_secs_f64() * 1e3).collect();
-    lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let h = histogram(results.iter().map(|(d, _)| *d));
+    let pct = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
     let nodes_total: u64 = results.iter().map(|(_, r)| r.nodes.len() as u64).sum();
     let cached: u64 = results.iter().map(|(_, r)| r.nodes.iter().filter(|n| n.cached).count() as u64).sum();
     Figures {
@@ -192,8 +209,12 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         jobs: results.len(),
         seconds: elapsed.as_secs_f64(),
         jobs_per_second: results.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        of_echo: 0.0,
         p50_ms: pct(0.5),
+        p95_ms: pct(0.95),
         p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e3 },
         nodes_served_from_cache: cached,
         nodes_total,
         hit_rate: if nodes_total > 0 { cached as f64 / nodes_total as f64 } else { 0.0 },
@@ -289,21 +310,75 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     Ok(with_traffic(figures("parallel", variant, elapsed, &results), before, after))
 }
 
+/// The bus's own ceiling: `requests` request/reply round trips of `payload_len` bytes
+/// against an echo responder on a fresh nats-server, `concurrency` in flight, each side
+/// on its own connection (as a client and a service would be).
+async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<Figures> {
+    let nats = hsync_testkit::NatsServer::start()?;
+    let responder = async_nats::connect(nats.url()).await?;
+    let requester = async_nats::connect(nats.url()).await?;
+    let mut subscription = responder.subscribe("bench.echo").await?;
+    // Wait until the server has the subscription, so no request finds no responder.
+    responder.flush().await?;
+    let echo = tokio::spawn(async move {
+        while let Some(m) = subscription.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    let payload = bytes::Bytes::from(vec![0x5a; payload_len]);
+    let round_trips = |n: usize| {
+        let (requester, payload) = (requester.clone(), payload.clone());
+        async move {
+            let started = Instant::now();
+            let latencies: Vec<anyhow::Result<Duration>> = stream::iter(0..n)
+                .map(|_| {
+                    let (requester, payload) = (requester.clone(), payload.clone());
+                    async move {
+                        let t = Instant::now();
+                        requester.request("bench.echo", payload).await?;
+                        Ok(t.elapsed())
+                    }
+                })
+                .buffer_unordered(args.concurrency.max(1))
+                .collect()
+                .await;
+            let elapsed = started.elapsed();
+            latencies.into_iter().collect::<anyhow::Result<Vec<_>>>().map(|l| (elapsed, l))
+        }
+    };
+    round_trips(args.warmup.min(args.jobs)).await?;
+    let (elapsed, latencies) = round_trips(args.jobs).await?;
+    echo.abort();
+    let h = histogram(latencies.iter().copied());
+    let pct = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    let mut f = figures("baseline", "nats echo", elapsed, &[]);
+    f.jobs = latencies.len();
+    f.jobs_per_second = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9);
+    f.of_echo = 1.0;
+    (f.p50_ms, f.p95_ms, f.p99_ms, f.p999_ms, f.max_ms) = (pct(0.5), pct(0.95), pct(0.99), pct(0.999), h.max() as f64 / 1e3);
+    Ok(f)
+}
+
 fn print_table(rows: &[Figures]) {
     println!(
-        "{:<10} {:<12} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>11} {:>9} {:>11}",
-        "scenario", "variant", "jobs", "seconds", "jobs/s", "p50 ms", "p99 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job"
+        "{:<10} {:<12} {:>7} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>7} {:>10}",
+        "scenario", "variant", "jobs", "seconds", "jobs/s", "of echo", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job"
     );
     for f in rows {
         println!(
-            "{:<10} {:<12} {:>7} {:>9.2} {:>10.1} {:>9.2} {:>9.2} {:>8.1}% {:>7} {:>11.2} {:>9.2} {:>11.0}",
+            "{:<10} {:<12} {:>7} {:>8.2} {:>9.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.1}% {:>6} {:>10.2} {:>7.2} {:>10.0}",
             f.scenario,
             f.variant,
             f.jobs,
             f.seconds,
             f.jobs_per_second,
+            f.of_echo * 100.0,
             f.p50_ms,
+            f.p95_ms,
             f.p99_ms,
+            f.p999_ms,
             f.hit_rate * 100.0,
             f.failed_jobs,
             f.policy_messages_per_job,
@@ -314,7 +389,11 @@ fn print_table(rows: &[Figures]) {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut rows = Vec::new();
+    // The echo payload is as large as the workload's typical job on the wire.
+    let job_bytes = rmp_serde::to_vec_named(&batching_job(0))?.len();
+    let echo = echo_baseline(&args, job_bytes).await?;
+    let ceiling = echo.jobs_per_second;
+    let mut rows = vec![echo];
     if matches!(args.scenario, Scenario::Cache | Scenario::All) {
         let entries = CACHE_ENTRIES.to_string();
         rows.push(cache_variant(&args, "cache on", &[("HSYNC_RESULT_CACHE_ENTRIES", &entries)]).await?);
@@ -342,6 +421,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         let off = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_POOLING", "false")];
         rows.push(workload_variant(&args, "pooling", "pooling off", &off).await?);
     }
+    for f in rows.iter_mut().skip(1) {
+        f.of_echo = f.jobs_per_second / ceiling.max(1e-9);
+    }
     print_table(&rows);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -352,6 +434,19 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_percentiles_hold_three_significant_digits() {
+        // 1..=1000 ms: the p-th percentile is p * 10 ms.
+        let h = histogram((1..=1000).map(Duration::from_millis));
+        for (q, ms) in [(0.5, 500.0), (0.95, 950.0), (0.99, 990.0), (0.999, 999.0)] {
+            let got = h.value_at_quantile(q) as f64 / 1e3;
+            assert!((got - ms).abs() <= ms * 1e-3, "p{q}: {got} ms, expected {ms}");
+        }
+        assert_eq!(h.len(), 1000);
+        // A zero duration still counts (as the smallest bucket), it is not dropped.
+        assert_eq!(histogram([Duration::ZERO].into_iter()).len(), 1);
+    }
 
     #[test]
     fn workload_jobs_are_deterministic_and_distinct() {
