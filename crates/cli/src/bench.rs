@@ -20,6 +20,8 @@ use hsync_cache::zipf::{Rng, Zipf};
 use hsync_testkit::cluster::Cluster;
 use serde::Serialize;
 
+use crate::procstat;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Which comparison to run.
@@ -87,6 +89,8 @@ struct Figures {
     runner_allocations_per_job: f64,
     /// Bytes allocated in the operator-runner per measured job.
     runner_allocated_bytes_per_job: f64,
+    /// CPU and memory of every process of the cluster over the measured jobs.
+    processes: BTreeMap<String, procstat::Usage>,
 }
 
 pub const DISTINCT_INPUTS: usize = 100_000;
@@ -225,6 +229,7 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         operator_calls_per_message: 0.0,
         runner_allocations_per_job: 0.0,
         runner_allocated_bytes_per_job: 0.0,
+        processes: BTreeMap::new(),
     }
 }
 
@@ -276,11 +281,13 @@ async fn cache_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &s
     let keys: Vec<usize> = (0..args.warmup + args.jobs).map(|_| zipf.sample(&mut rng)).collect();
     drive(&client, keys[..args.warmup].iter().map(|&k| cache_job(k)), args.concurrency).await?;
     let before = runner_traffic(&cluster).await?;
+    let procs = procstat::read_all(&cluster.pids());
     let (elapsed, results) = drive(&client, keys[args.warmup..].iter().map(|&k| cache_job(k)), args.concurrency).await?;
+    let processes = procstat::usage(&procs, &procstat::read_all(&cluster.pids()), elapsed.as_secs_f64());
     let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
-    Ok(with_traffic(figures("cache", variant, elapsed, &results), before, after))
+    Ok(Figures { processes, ..with_traffic(figures("cache", variant, elapsed, &results), before, after) })
 }
 
 /// Runs the batching workload (`batching_job`: warm-up, then measured) on a fresh cluster.
@@ -289,12 +296,14 @@ async fn workload_variant(args: &BenchArgs, scenario: &'static str, variant: &'s
     let client = JobClient::new(cluster.bus.clone());
     drive(&client, (0..args.warmup).map(batching_job), args.concurrency).await?;
     let before = runner_traffic(&cluster).await?;
+    let procs = procstat::read_all(&cluster.pids());
     let measured = args.warmup..args.warmup + args.jobs;
     let (elapsed, results) = drive(&client, measured.map(batching_job), args.concurrency).await?;
+    let processes = procstat::usage(&procs, &procstat::read_all(&cluster.pids()), elapsed.as_secs_f64());
     let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
-    Ok(with_traffic(figures(scenario, variant, elapsed, &results), before, after))
+    Ok(Figures { processes, ..with_traffic(figures(scenario, variant, elapsed, &results), before, after) })
 }
 
 async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
@@ -303,11 +312,13 @@ async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str,
     // Few, large jobs: one at a time, so the comparison is about parallelism inside a job.
     let jobs = (args.jobs / 1000).clamp(3, 50);
     let before = runner_traffic(&cluster).await?;
+    let procs = procstat::read_all(&cluster.pids());
     let (elapsed, results) = drive(&client, (0..jobs).map(wide_job), 1).await?;
+    let processes = procstat::usage(&procs, &procstat::read_all(&cluster.pids()), elapsed.as_secs_f64());
     let after = runner_traffic(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
-    Ok(with_traffic(figures("parallel", variant, elapsed, &results), before, after))
+    Ok(Figures { processes, ..with_traffic(figures("parallel", variant, elapsed, &results), before, after) })
 }
 
 /// The bus's own ceiling: `requests` request/reply round trips of `payload_len` bytes
@@ -349,7 +360,10 @@ async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<F
         }
     };
     round_trips(args.warmup.min(args.jobs)).await?;
+    let server: Vec<(String, u32)> = nats.pid().map(|p| ("nats-server".to_string(), p)).into_iter().collect();
+    let procs = procstat::read_all(&server);
     let (elapsed, latencies) = round_trips(args.jobs).await?;
+    let processes = procstat::usage(&procs, &procstat::read_all(&server), elapsed.as_secs_f64());
     echo.abort();
     let h = histogram(latencies.iter().copied());
     let pct = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
@@ -357,6 +371,7 @@ async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<F
     f.jobs = latencies.len();
     f.jobs_per_second = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9);
     f.of_echo = 1.0;
+    f.processes = processes;
     (f.p50_ms, f.p95_ms, f.p99_ms, f.p999_ms, f.max_ms) = (pct(0.5), pct(0.95), pct(0.99), pct(0.999), h.max() as f64 / 1e3);
     Ok(f)
 }
@@ -385,6 +400,27 @@ fn print_table(rows: &[Figures]) {
             f.operator_messages_per_job,
             f.runner_allocations_per_job
         );
+    }
+}
+
+/// CPU (percent of one core) and resident memory of each process over the measured jobs.
+fn print_processes(rows: &[Figures]) {
+    let names: std::collections::BTreeSet<&String> = rows.iter().flat_map(|f| f.processes.keys()).collect();
+    println!();
+    print!("{:<10} {:<12}", "CPU % / RSS MiB", "");
+    for n in &names {
+        print!(" {:>18}", n.as_str());
+    }
+    println!();
+    for f in rows {
+        print!("{:<10} {:<12}", f.scenario, f.variant);
+        for n in &names {
+            match f.processes.get(*n) {
+                Some(u) => print!(" {:>18}", format!("{:.0}% / {:.0}", u.cpu_percent, u.rss_mib)),
+                None => print!(" {:>18}", "-"),
+            }
+        }
+        println!();
     }
 }
 
@@ -425,6 +461,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         f.of_echo = f.jobs_per_second / ceiling.max(1e-9);
     }
     print_table(&rows);
+    print_processes(&rows);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     }

@@ -7,6 +7,7 @@ mod cluster;
 mod commands;
 mod geo;
 mod policy;
+mod procstat;
 mod when;
 
 use std::path::PathBuf;

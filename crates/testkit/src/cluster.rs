@@ -137,6 +137,17 @@ impl Cluster {
         Ok(stats[0]["endpoints"][0]["data"].clone())
     }
 
+    /// Name and process id of every process of the cluster: nats-server, then each service
+    /// (and replica) that was started.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.nats
+            .pid()
+            .map(|p| ("nats-server".to_string(), p))
+            .into_iter()
+            .chain(self.children.iter().map(|(n, c)| (n.clone(), c.id())))
+            .collect()
+    }
+
     /// SIGKILL one service (no chance to drain or flush): a crash.
     pub fn kill(&mut self, name: &str) {
         if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {

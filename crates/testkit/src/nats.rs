@@ -96,6 +96,11 @@ impl NatsServer {
 
     /// Kills the server with SIGKILL (no graceful shutdown) and reaps it. Idempotent; the
     /// store is kept so [`NatsServer::restart`] can bring it back.
+    /// Process id of the running server (for /proc readings), `None` once killed.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // `Child::kill` sends SIGKILL on Unix. An error means it already exited.
