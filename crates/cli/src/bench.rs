@@ -202,9 +202,17 @@ fn histogram(latencies: impl Iterator<Item = Duration>) -> hdrhistogram::Histogr
     h
 }
 
+/// p50, p95, p99, p99.9 and max of `h`, in milliseconds (zeros when it is empty).
+fn percentiles_ms(h: &hdrhistogram::Histogram<u64>) -> (f64, f64, f64, f64, f64) {
+    if h.is_empty() {
+        return (0.0, 0.0, 0.0, 0.0, 0.0);
+    }
+    let pct = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    (pct(0.5), pct(0.95), pct(0.99), pct(0.999), h.max() as f64 / 1e3)
+}
+
 fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, results: &[(Duration, JobResult)]) -> Figures {
-    let h = histogram(results.iter().map(|(d, _)| *d));
-    let pct = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
+    let (p50_ms, p95_ms, p99_ms, p999_ms, max_ms) = percentiles_ms(&histogram(results.iter().map(|(d, _)| *d)));
     let nodes_total: u64 = results.iter().map(|(_, r)| r.nodes.len() as u64).sum();
     let cached: u64 = results.iter().map(|(_, r)| r.nodes.iter().filter(|n| n.cached).count() as u64).sum();
     Figures {
@@ -214,11 +222,11 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         seconds: elapsed.as_secs_f64(),
         jobs_per_second: results.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         of_echo: 0.0,
-        p50_ms: pct(0.5),
-        p95_ms: pct(0.95),
-        p99_ms: pct(0.99),
-        p999_ms: pct(0.999),
-        max_ms: if h.is_empty() { 0.0 } else { h.max() as f64 / 1e3 },
+        p50_ms,
+        p95_ms,
+        p99_ms,
+        p999_ms,
+        max_ms,
         nodes_served_from_cache: cached,
         nodes_total,
         hit_rate: if nodes_total > 0 { cached as f64 / nodes_total as f64 } else { 0.0 },
@@ -365,14 +373,12 @@ async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<F
     let (elapsed, latencies) = round_trips(args.jobs).await?;
     let processes = procstat::usage(&procs, &procstat::read_all(&server), elapsed.as_secs_f64());
     echo.abort();
-    let h = histogram(latencies.iter().copied());
-    let pct = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
     let mut f = figures("baseline", "nats echo", elapsed, &[]);
     f.jobs = latencies.len();
     f.jobs_per_second = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9);
     f.of_echo = 1.0;
     f.processes = processes;
-    (f.p50_ms, f.p95_ms, f.p99_ms, f.p999_ms, f.max_ms) = (pct(0.5), pct(0.95), pct(0.99), pct(0.999), h.max() as f64 / 1e3);
+    (f.p50_ms, f.p95_ms, f.p99_ms, f.p999_ms, f.max_ms) = percentiles_ms(&histogram(latencies.iter().copied()));
     Ok(f)
 }
 

@@ -28,6 +28,14 @@ pub async fn signed_batches(bus: &Bus) -> anyhow::Result<Vec<hsync_protocol::rec
     Ok(out)
 }
 
+/// A service's `$SRV.STATS` figures (the data of its endpoints); an error unless exactly
+/// one instance of it answers.
+pub async fn service_stats(bus: &Bus, service: &str) -> anyhow::Result<serde_json::Value> {
+    let stats = hsync_client::discovery::collect(bus.primary(), "STATS", service, Duration::from_millis(500)).await?;
+    anyhow::ensure!(stats.len() == 1, "{} instances of {service} answered $SRV.STATS, expected one", stats.len());
+    Ok(stats[0]["endpoints"][0]["data"].clone())
+}
+
 /// Where the service binaries are: `HSYNC_BIN_DIR`, else next to the running executable
 /// (`hsync`), else one level up (a test executable lives in `<target>/<profile>/deps/`).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -126,15 +134,7 @@ impl Cluster {
     /// The operator-runner's `$SRV.STATS` figures (the data of its endpoints); an error
     /// unless exactly one runner answers.
     pub async fn runner_stats(&self) -> anyhow::Result<serde_json::Value> {
-        let stats = hsync_client::discovery::collect(
-            self.bus.primary(),
-            "STATS",
-            services::OPERATOR_RUNNER,
-            Duration::from_millis(500),
-        )
-        .await?;
-        anyhow::ensure!(stats.len() == 1, "{} operator-runners answered $SRV.STATS, expected one", stats.len());
-        Ok(stats[0]["endpoints"][0]["data"].clone())
+        service_stats(&self.bus, services::OPERATOR_RUNNER).await
     }
 
     /// Name and process id of every process of the cluster: nats-server, then each service

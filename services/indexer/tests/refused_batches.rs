@@ -38,11 +38,7 @@ async fn publish(bus: &Bus, batch: &SignedBatch, id: &str) {
 }
 
 async fn indexer_stats(bus: &Bus) -> serde_json::Value {
-    let all = hsync_client::discovery::collect(bus.primary(), "STATS", services::INDEXER, Duration::from_millis(300))
-        .await
-        .expect("stats");
-    assert_eq!(all.len(), 1, "{all:?}");
-    all[0]["endpoints"][0]["data"].clone()
+    hsync_testkit::cluster::service_stats(bus, services::INDEXER).await.expect("one indexer's stats")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,11 +38,7 @@ async fn wait_for_receipt(bus: &Bus, id: &str) -> Vec<SignedBatch> {
 }
 
 async fn stats(bus: &Bus) -> serde_json::Value {
-    let all = hsync_client::discovery::collect(bus.primary(), "STATS", services::RECEIPT_SIGNER, Duration::from_millis(300))
-        .await
-        .expect("stats");
-    assert_eq!(all.len(), 1, "{all:?}");
-    all[0]["endpoints"][0]["data"].clone()
+    hsync_testkit::cluster::service_stats(bus, services::RECEIPT_SIGNER).await.expect("one signer's stats")
 }
 
 async fn wait_for_role(bus: &Bus, role: &str) -> serde_json::Value {
