@@ -3,11 +3,24 @@
 #   nats-server   the message bus (Debian's 2.9 or newer)
 #   libclang-dev  bindgen, for RocksDB's bindings
 #   g++, make     RocksDB's C++ build
+#   fonts-dejavu-core  the font of `hsync bench --plot`
 set -euo pipefail
 
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
-{ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; } || missing+=(libclang-dev)
+# libclang itself (libclang.so*, libclang-NN.so*): a machine can hold libclang-cpp alone,
+# which bindgen cannot use.
+have_libclang() {
+  local f
+  for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+           /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so*; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
+have_libclang || missing+=(libclang-dev)
+# A TrueType font for `hsync bench --plot` (plotters draws text with a font it is given).
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 
