@@ -37,6 +37,7 @@ test: build
 ## criterion micro-benchmarks.
 bench: build
 	$(BIN)/hsync bench all
+	$(BIN)/hsync bench ablation
 	$(CARGO) bench --workspace
 
 stop:

@@ -43,13 +43,32 @@ pub async fn start_service<F>(bus: &Bus, name: &str, description: &str, stats: F
 where
     F: Fn(&str) -> serde_json::Value + Send + Sync + 'static,
 {
-    bus.primary()
+    let metrics = hsync_metrics::global();
+    let mut metadata = std::collections::HashMap::new();
+    if let Some(addr) = metrics.http_addr() {
+        metadata.insert("metrics".to_string(), format!("http://{addr}/metrics"));
+    }
+    let service = bus
+        .primary()
         .service_builder()
         .description(description)
-        .stats_handler(move |endpoint, _| stats(&endpoint))
+        .metadata(metadata)
+        // The service's figures plus the request figures `serve` keeps for the endpoint.
+        .stats_handler(move |endpoint, endpoint_stats| {
+            let mut data = match stats(&endpoint) {
+                serde_json::Value::Object(map) => map,
+                serde_json::Value::Null => serde_json::Map::new(),
+                other => serde_json::Map::from_iter([("value".to_string(), other)]),
+            };
+            data.insert("requests".to_string(), metrics.endpoint_summary(&endpoint_stats.subject));
+            serde_json::Value::Object(data)
+        })
         .start(name, env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot register micro service {name}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot register micro service {name}: {e}"))?;
+    let id = service.info().await.id;
+    metrics.set_service(name, bus.primary().clone(), format!("$SRV.STATS.{name}.{id}"));
+    Ok(service)
 }
 
 /// Serves one endpoint until shutdown, then lets in-flight requests finish.
@@ -124,6 +143,7 @@ where
         error.type = tracing::field::Empty,
     );
     hsync_telemetry::propagation::set_parent_from_headers(&span, headers.as_ref());
+    let timer = hsync_metrics::global().request_started(&subject);
     async {
         let result = match bus.codec().decode::<Req>(headers.as_ref(), &request.message.payload) {
             Ok(body) => {
@@ -140,6 +160,7 @@ where
         // A reply over the server's max_payload would be dropped by the server and the
         // caller would only see a timeout; say what happened instead.
         let max_payload = bus.client().server_info().max_payload;
+        let error_code;
         let (mut h, body) = match result.and_then(|resp| {
             bus.codec()
                 .encode(&resp, format)
@@ -158,8 +179,12 @@ where
                     }
                 })
         }) {
-            Ok(ok) => ok,
+            Ok(ok) => {
+                error_code = None;
+                ok
+            }
             Err(err) => {
+                error_code = Some(err.code);
                 tracing::Span::current().record("error.type", err.code.as_str());
                 if err.code == ErrorCode::Internal {
                     tracing::error!(code = %err.code, "{}", err.message);
@@ -173,6 +198,7 @@ where
         if let Err(e) = request.respond_with_headers(Ok(body), h).await {
             tracing::warn!("cannot reply on {subject}: {e}");
         }
+        timer.finish(error_code.as_ref().map(|c| c.as_str()));
     }
     .instrument(span)
     .await

@@ -344,18 +344,30 @@ pub async fn status(cfg: &BusConfig, json: bool) -> anyhow::Result<ExitCode> {
             continue;
         }
         println!("{name:<24} up ({} replica{})", pings.len(), if pings.len() == 1 { "" } else { "s" });
+        let infos = discovery::collect(bus.primary(), "INFO", name, Duration::from_millis(500)).await?;
+        for info in &infos {
+            if let Some(url) = info["metadata"]["metrics"].as_str() {
+                println!("    metrics {url}");
+            }
+        }
         for s in &stats {
             for ep in s["endpoints"].as_array().into_iter().flatten() {
                 let requests = ep["num_requests"].as_u64().unwrap_or(0);
-                let avg_ns = ep["average_processing_time"].as_u64().unwrap_or(0);
+                let latency = &ep["data"]["requests"]["latency_ms"];
+                // The request figures are in the columns; the rest of the data after them.
+                let mut data = ep["data"].clone();
+                if let Some(map) = data.as_object_mut() {
+                    map.remove("requests");
+                }
                 println!(
-                    "    {:<28} {:<40} requests {:>8}  errors {:>5}  avg {:>9.3} ms  {}",
+                    "    {:<28} {:<40} requests {:>8}  errors {:>5}  p50 {:>8.3} ms  p99 {:>8.3} ms  {}",
                     ep["name"].as_str().unwrap_or("?"),
                     ep["subject"].as_str().unwrap_or("?"),
                     requests,
                     ep["num_errors"].as_u64().unwrap_or(0),
-                    avg_ns as f64 / 1e6,
-                    if ep["data"].is_null() { String::new() } else { ep["data"].to_string() }
+                    latency["p50"].as_f64().unwrap_or(0.0),
+                    latency["p99"].as_f64().unwrap_or(0.0),
+                    if data.is_null() || data.as_object().is_some_and(|m| m.is_empty()) { String::new() } else { data.to_string() }
                 );
             }
         }

@@ -7,7 +7,7 @@ mod cluster;
 mod commands;
 mod geo;
 mod policy;
-mod procstat;
+use hsync_metrics::procstat;
 mod when;
 
 use std::path::PathBuf;

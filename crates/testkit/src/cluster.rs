@@ -36,6 +36,17 @@ pub async fn service_stats(bus: &Bus, service: &str) -> anyhow::Result<serde_jso
     Ok(stats[0]["endpoints"][0]["data"].clone())
 }
 
+/// The URL of a service's `/metrics` page, from the `metrics` metadata of its `$SRV.INFO`;
+/// an error unless exactly one instance answers with one.
+pub async fn metrics_url(bus: &Bus, service: &str) -> anyhow::Result<String> {
+    let infos = hsync_client::discovery::collect(bus.primary(), "INFO", service, Duration::from_millis(500)).await?;
+    anyhow::ensure!(infos.len() == 1, "{} instances of {service} answered $SRV.INFO, expected one", infos.len());
+    infos[0]["metadata"]["metrics"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{service} has no metrics endpoint in its $SRV.INFO: {}", infos[0]))
+}
+
 /// Where the service binaries are: `HSYNC_BIN_DIR`, else next to the running executable
 /// (`hsync`), else one level up (a test executable lives in `<target>/<profile>/deps/`).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
@@ -121,6 +132,8 @@ impl Cluster {
             .env("HSYNC_INDEX_DIR", self.dir.path().join("index"))
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.endpoint())
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            // Any free port: clusters run side by side; `metrics_url` finds it.
+            .env("HSYNC_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info");
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod http;
 mod nats;
 mod otlp;
 

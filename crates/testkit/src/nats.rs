@@ -37,6 +37,8 @@ pub fn free_port() -> u16 {
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
+    /// HTTP monitoring port (`/varz`: messages and bytes through the server).
+    monitor_port: u16,
     child: Option<Child>,
     // Holds `store/` and `nats.log`; removed on drop (declared last so the child is
     // killed before the directory goes away — see `Drop`).
@@ -44,7 +46,7 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts `nats-server -a 127.0.0.1 -p <free port> -js -sd <tempdir>` and waits (≤ 10 s)
+    /// Starts `nats-server -a 127.0.0.1 -p <free port> -m <free port> -js -sd <tempdir>` and waits (≤ 10 s)
     /// until a TCP connect succeeds and the log says the server is ready.
     ///
     /// The binary is `$HSYNC_NATS_SERVER` if set, else `nats-server` from `PATH`.
@@ -59,6 +61,7 @@ impl NatsServer {
         let mut server = NatsServer {
             binary,
             port: free_port(),
+            monitor_port: free_port(),
             child: None,
             dir,
         };
@@ -72,6 +75,7 @@ impl NatsServer {
                 Err(_) => {
                     attempt += 1;
                     server.port = free_port();
+                    server.monitor_port = free_port();
                 }
             }
         }
@@ -85,6 +89,15 @@ impl NatsServer {
     /// The client port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The server's `/varz` monitoring figures: `in_msgs`, `out_msgs`, `in_bytes`,
+    /// `out_bytes` (payload bytes from and to all clients since it started), connections.
+    pub fn varz(&self) -> anyhow::Result<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/varz", self.monitor_port);
+        let (status, body) = crate::http::get(&url, Duration::from_secs(5))?;
+        anyhow::ensure!(status == 200, "{url} answered {status}");
+        serde_json::from_slice(&body).with_context(|| format!("{url}: not JSON"))
     }
 
     /// Stops the server (gracefully if it is still running, so JetStream flushes its store)
@@ -152,8 +165,9 @@ impl NatsServer {
         let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
         let store = self.dir.path().join("store");
         let port = self.port.to_string();
+        let monitor_port = self.monitor_port.to_string();
         let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &port, "-m", &monitor_port, "-js", "-sd"])
             .arg(&store)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file handle")?)

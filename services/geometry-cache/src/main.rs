@@ -5,11 +5,17 @@ use std::sync::Arc;
 use clap::Parser;
 use hsync_bus::{streams, Bus, BusConfig, Shutdown};
 
+// Counts heap allocations and live bytes for /metrics and /debug/heap.
+#[global_allocator]
+static ALLOCATOR: hsync_metrics::heap::CountingAllocator = hsync_metrics::heap::CountingAllocator;
+
 #[derive(Parser, Debug)]
 #[command(name = "geometry-cache", version, about = "Serves HyperSync's hyperbolic geometry operators")]
 struct Args {
     #[command(flatten)]
     bus: BusConfig,
+    #[command(flatten)]
+    metrics: hsync_metrics::MetricsConfig,
     /// Entries per operator cache; 0 turns caching off.
     #[arg(long = "cache-entries", env = "HSYNC_GEO_CACHE_ENTRIES", default_value_t = 100_000)]
     cache_entries: usize,
@@ -28,6 +34,9 @@ struct Args {
     tables_dir: Option<std::path::PathBuf>,
 }
 
+/// Default port of the metrics and profiling endpoint (docs/OBSERVABILITY.md).
+const METRICS_PORT: u16 = 9643;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -37,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("geometry-cache"))?;
     let shutdown = Shutdown::on_signals();
+    let _metrics = args.metrics.start(METRICS_PORT).await?;
 
     let bus = Arc::new(Bus::connect(&args.bus, "geometry-cache").await?);
     let registry = streams::operators_bucket(&bus.jetstream(), bus.names()).await?;

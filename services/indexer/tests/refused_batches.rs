@@ -53,6 +53,7 @@ async fn a_split_view_and_a_malformed_batch_are_refused_and_the_rest_is_indexed(
         sync_writes: false,
         ingest_batch: 16,
         mmap_reads: false,
+        rocksdb_statistics: false,
         rebuild: false,
     };
     let store = Arc::new(cfg.open().expect("index opens"));

@@ -8,7 +8,6 @@ use hsync_protocol::names::services;
 
 use hsync_runner::Engine;
 
-pub mod alloc_count;
 pub mod durable;
 
 /// Serves `jobs.run` and `jobs.extend` and consumes `jobs.submit` until shutdown.
@@ -26,7 +25,7 @@ pub async fn run(
         "runs job DAGs: validation, scheduling, result cache, policy checks, operation records",
         move |_| {
             let mut stats = stats_engine.stats_json();
-            let (allocations, bytes) = alloc_count::snapshot();
+            let (allocations, bytes) = hsync_metrics::heap::snapshot();
             stats["allocations"] = allocations.into();
             stats["allocated_bytes"] = bytes.into();
             stats["pooling"] = hsync_protocol::pool::pooling().into();

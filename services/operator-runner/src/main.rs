@@ -7,7 +7,7 @@ use hsync_bus::{streams, Bus, BusConfig, Shutdown};
 use hsync_runner::{Engine, EngineConfig, Registry};
 
 #[global_allocator]
-static ALLOCATOR: operator_runner::alloc_count::CountingAllocator = operator_runner::alloc_count::CountingAllocator;
+static ALLOCATOR: hsync_metrics::heap::CountingAllocator = hsync_metrics::heap::CountingAllocator;
 
 #[derive(Parser, Debug)]
 #[command(name = "operator-runner", version, about = "Runs HyperSync job DAGs")]
@@ -15,16 +15,22 @@ struct Args {
     #[command(flatten)]
     bus: BusConfig,
     #[command(flatten)]
+    metrics: hsync_metrics::MetricsConfig,
+    #[command(flatten)]
     engine: EngineConfig,
     #[command(flatten)]
     durable: operator_runner::durable::DurableConfig,
 }
+
+/// Default port of the metrics and profiling endpoint (docs/OBSERVABILITY.md).
+const METRICS_PORT: u16 = 9641;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("operator-runner"))?;
     let shutdown = Shutdown::on_signals();
+    let _metrics = args.metrics.start(METRICS_PORT).await?;
 
     let bus = Arc::new(Bus::connect(&args.bus, "operator-runner").await?);
     let js = bus.jetstream();

@@ -6,11 +6,17 @@ use clap::Parser;
 use hsync_bus::{Bus, BusConfig, Shutdown};
 use receipt_signer::{Signer, SignerConfig};
 
+// Counts heap allocations and live bytes for /metrics and /debug/heap.
+#[global_allocator]
+static ALLOCATOR: hsync_metrics::heap::CountingAllocator = hsync_metrics::heap::CountingAllocator;
+
 #[derive(Parser, Debug)]
 #[command(name = "receipt-signer", version, about = "Signs HyperSync's receipt log")]
 struct Args {
     #[command(flatten)]
     bus: BusConfig,
+    #[command(flatten)]
+    metrics: hsync_metrics::MetricsConfig,
     #[command(flatten)]
     signer: SignerConfig,
     #[command(subcommand)]
@@ -25,6 +31,9 @@ enum Command {
     RotateKey,
 }
 
+/// Default port of the metrics and profiling endpoint (docs/OBSERVABILITY.md).
+const METRICS_PORT: u16 = 9644;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -36,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let telemetry = hsync_telemetry::init(hsync_telemetry::TelemetryConfig::from_env("receipt-signer"))?;
     let shutdown = Shutdown::on_signals();
+    let _metrics = args.metrics.start(METRICS_PORT).await?;
 
     let signer = Signer::open(&args.signer)?;
     let bus = Arc::new(Bus::connect(&args.bus, "receipt-signer").await?);

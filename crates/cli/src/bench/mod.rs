@@ -2,25 +2,32 @@
 //!
 //! Every variant gets its own fresh cluster (nats-server + the five service binaries,
 //! started through `hsync-testkit`), differing only in the environment that switches the
-//! optimization, and the same seeded workload. The figures go to stdout as a table and,
-//! with `--json`, as JSON for docs/PERFORMANCE.md.
+//! optimization, and the same seeded workload. The figures go to stdout as a table, with
+//! `--json` as JSON, and with `--plot` as a PNG.
 //!
 //! Every run starts with the bus's own ceiling: plain NATS request/reply against an echo
-//! responder, with the same client concurrency and a payload the size of a job, on its own
+//! responder, with the same client load and a payload the size of a job, on its own
 //! nats-server. Each variant's throughput is also given as a fraction of it.
 
+mod ablation;
+mod load;
+mod plot;
+mod workload;
+
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use hsync_client::JobClient;
-use hsync_protocol::job::{Job, JobResult, JobStatus, Node};
-use hsync_protocol::{Arg, Tensor, Value};
-use hsync_cache::zipf::{Rng, Zipf};
+use hsync_protocol::job::{Job, JobStatus};
 use hsync_testkit::cluster::Cluster;
 use serde::Serialize;
 
 use crate::procstat;
+use load::{drive, histogram, percentiles_ms, progress, Load, Outcome};
+use workload::CACHE_ENTRIES;
+use workload::{batching_job, cache_job, wide_job, zipf_keys};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -33,15 +40,47 @@ pub struct BenchArgs {
     /// Jobs run before measuring (fills the cache towards its steady state).
     #[arg(long, default_value_t = 60_000)]
     warmup: usize,
-    /// Jobs in flight at once.
+    /// Jobs in flight at once (closed loop; the warm-up always runs this way).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Offer jobs at this fixed rate per second instead (open loop): latency then counts
+    /// from each job's scheduled start, so queueing behind an overloaded system shows.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seed of the workload generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Print the figures as JSON too.
     #[arg(long)]
     json: bool,
+    /// Also draw latency percentiles and throughput into this PNG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    fn load(&self) -> Load {
+        match self.rate {
+            Some(rate) => Load::Open(rate),
+            None => Load::Closed(self.concurrency.max(1)),
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.jobs > 0, "--jobs must be at least 1");
+        anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        if let Some(rate) = self.rate {
+            anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of jobs per second, not {rate}");
+        }
+        if let Some(path) = &self.plot {
+            anyhow::ensure!(
+                path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")),
+                "--plot {} must name a .png file",
+                path.display()
+            );
+        }
+        Ok(())
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,13 +95,19 @@ enum Scenario {
     /// The batching workload with the codec's pooled buffers and zstd contexts on vs off
     /// (`HSYNC_POOLING`): the runner's allocations per job.
     Pooling,
+    /// One mixed workload with every optimization on, then with each one off in turn,
+    /// then all on again (the spread between the two all-on runs is the noise).
+    Ablation,
+    /// cache, parallel, batching and pooling.
     All,
 }
 
 #[derive(Serialize, Debug)]
 struct Figures {
     scenario: &'static str,
-    variant: &'static str,
+    variant: String,
+    /// How the jobs were offered (closed or open loop).
+    load: String,
     jobs: usize,
     seconds: f64,
     jobs_per_second: f64,
@@ -76,7 +121,10 @@ struct Figures {
     nodes_served_from_cache: u64,
     nodes_total: u64,
     hit_rate: f64,
+    /// Jobs that did not succeed, or got no result at all (a timeout, say).
     failed_jobs: usize,
+    /// The first failure, to say what went wrong.
+    first_failure: Option<String>,
     /// Requests from the runner to the policy-evaluator per measured job.
     policy_messages_per_job: f64,
     /// Policy queries carried per request.
@@ -89,138 +137,35 @@ struct Figures {
     runner_allocations_per_job: f64,
     /// Bytes allocated in the operator-runner per measured job.
     runner_allocated_bytes_per_job: f64,
+    /// Message payload bytes through the nats-server (from and to every client) per
+    /// measured job, from its /varz; protocol framing and headers are not counted.
+    wire_bytes_per_job: f64,
+    /// Messages through the nats-server (in plus out) per measured job.
+    wire_messages_per_job: f64,
     /// CPU and memory of every process of the cluster over the measured jobs.
     processes: BTreeMap<String, procstat::Usage>,
 }
 
-pub const DISTINCT_INPUTS: usize = 100_000;
-pub const CACHE_ENTRIES: usize = 10_000;
-
-/// A job of the benchmark's submitter; a fresh job id is assigned per run.
-fn bench_job(nodes: Vec<Node>, timeout_ms: Option<u64>) -> Job {
-    Job {
-        job_id: String::new(),
-        submitter: "bench".into(),
-        nodes,
-        outputs: vec![],
-        wait_receipts: false,
-        timeout_ms,
-        keep_session: false,
-    }
-}
-
-/// A one-node job whose input is determined by `key`: a 16×16 matrix product.
-fn cache_job(key: usize) -> Job {
-    let a: Vec<f64> = (0..256).map(|i| key as f64 * 1e-3 + ((i * 31) % 97) as f64 / 7.0).collect();
-    let b: Vec<f64> = (0..256).map(|i| ((i * 13) % 11) as f64 - 5.0).collect();
-    let args = BTreeMap::from([
-        ("a".to_string(), Arg::Lit(Value::Tensor(Tensor::matrix(16, 16, a).expect("16x16")))),
-        ("b".to_string(), Arg::Lit(Value::Tensor(Tensor::matrix(16, 16, b).expect("16x16")))),
-    ]);
-    let node = Node {
-        id: "m".into(),
-        op: "mat.matmul".into(),
-        args,
-    };
-    bench_job(vec![node], None)
-}
-
-/// 8 independent vector norms and 4 Poincaré distances (served by the geometry-cache) of
-/// distinct literal inputs: cheap nodes, so the round trips (pre and post policy checks per
-/// node, and the remote calls) dominate.
-fn batching_job(job: usize) -> Job {
-    let mut nodes: Vec<Node> = (0..8)
-        .map(|n| {
-            let v: Vec<f64> = (0..16).map(|i| (job * 8 + n) as f64 + i as f64 * 0.25).collect();
-            Node {
-                id: format!("n{n}"),
-                op: "vec.norm".into(),
-                args: BTreeMap::from([("v".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(v))))]),
-            }
+fn figures(scenario: &'static str, variant: &str, load: Load, elapsed: Duration, outcomes: &[Outcome]) -> Figures {
+    let (p50_ms, p95_ms, p99_ms, p999_ms, max_ms) = percentiles_ms(&histogram(outcomes.iter().map(|(d, _)| *d)));
+    let results = || outcomes.iter().filter_map(|(_, r)| r.as_ref().ok());
+    let nodes_total: u64 = results().map(|r| r.nodes.len() as u64).sum();
+    let cached: u64 = results().map(|r| r.nodes.iter().filter(|n| n.cached).count() as u64).sum();
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Ok(r) if r.status == JobStatus::Succeeded => None,
+            Ok(r) => Some(format!("job {} {:?}: {}", r.job_id, r.status, r.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""))),
+            Err(e) => Some(format!("{e:#}")),
         })
         .collect();
-    nodes.extend((0..4).map(|n| {
-        // Distinct per job and node, inside the unit ball.
-        let y = ((job * 4 + n) % 1_000_003) as f64 / 1_000_003.0 * 0.9;
-        Node {
-            id: format!("g{n}"),
-            op: "geo.poincare.distance".into(),
-            args: BTreeMap::from([
-                ("x".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(vec![0.1, -0.2])))),
-                ("y".to_string(), Arg::Lit(Value::Tensor(Tensor::vector(vec![y, 0.05])))),
-            ]),
-        }
-    }));
-    bench_job(nodes, None)
-}
-
-/// 64 independent 96×96 matrix products (distinct per job, so nothing is cached).
-fn wide_job(job: usize) -> Job {
-    let nodes = (0..64)
-        .map(|n| {
-            let a: Vec<f64> = (0..96 * 96).map(|i| ((job * 7 + n * 3 + i) % 101) as f64 / 10.0).collect();
-            let b: Vec<f64> = (0..96 * 96).map(|i| ((i * 17 + n) % 23) as f64 - 11.0).collect();
-            Node {
-                id: format!("m{n}"),
-                op: "mat.matmul".into(),
-                args: BTreeMap::from([
-                    ("a".to_string(), Arg::Lit(Value::Tensor(Tensor::matrix(96, 96, a).expect("96x96")))),
-                    ("b".to_string(), Arg::Lit(Value::Tensor(Tensor::matrix(96, 96, b).expect("96x96")))),
-                ]),
-            }
-        })
-        .collect();
-    bench_job(nodes, Some(120_000))
-}
-
-async fn drive(
-    client: &JobClient,
-    jobs: impl Iterator<Item = Job>,
-    concurrency: usize,
-) -> anyhow::Result<(Duration, Vec<(Duration, JobResult)>)> {
-    let started = Instant::now();
-    let results: Vec<anyhow::Result<(Duration, JobResult)>> = stream::iter(jobs)
-        .map(|job| async move {
-            let t = Instant::now();
-            let r = client.run(&job, Duration::from_secs(120)).await?;
-            Ok((t.elapsed(), r))
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    let results = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((elapsed, results))
-}
-
-/// Latencies in microseconds, 3 significant digits, up to an hour.
-fn histogram(latencies: impl Iterator<Item = Duration>) -> hdrhistogram::Histogram<u64> {
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-    for d in latencies {
-        h.saturating_record(d.as_micros().clamp(1, u64::MAX as u128) as u64);
-    }
-    h
-}
-
-/// p50, p95, p99, p99.9 and max of `h`, in milliseconds (zeros when it is empty).
-fn percentiles_ms(h: &hdrhistogram::Histogram<u64>) -> (f64, f64, f64, f64, f64) {
-    if h.is_empty() {
-        return (0.0, 0.0, 0.0, 0.0, 0.0);
-    }
-    let pct = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
-    (pct(0.5), pct(0.95), pct(0.99), pct(0.999), h.max() as f64 / 1e3)
-}
-
-fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, results: &[(Duration, JobResult)]) -> Figures {
-    let (p50_ms, p95_ms, p99_ms, p999_ms, max_ms) = percentiles_ms(&histogram(results.iter().map(|(d, _)| *d)));
-    let nodes_total: u64 = results.iter().map(|(_, r)| r.nodes.len() as u64).sum();
-    let cached: u64 = results.iter().map(|(_, r)| r.nodes.iter().filter(|n| n.cached).count() as u64).sum();
     Figures {
         scenario,
-        variant,
-        jobs: results.len(),
+        variant: variant.to_string(),
+        load: load.to_string(),
+        jobs: outcomes.len(),
         seconds: elapsed.as_secs_f64(),
-        jobs_per_second: results.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        jobs_per_second: outcomes.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         of_echo: 0.0,
         p50_ms,
         p95_ms,
@@ -230,108 +175,134 @@ fn figures(scenario: &'static str, variant: &'static str, elapsed: Duration, res
         nodes_served_from_cache: cached,
         nodes_total,
         hit_rate: if nodes_total > 0 { cached as f64 / nodes_total as f64 } else { 0.0 },
-        failed_jobs: results.iter().filter(|(_, r)| r.status != JobStatus::Succeeded).count(),
+        failed_jobs: failures.len(),
+        first_failure: failures.into_iter().next(),
         policy_messages_per_job: 0.0,
         policy_queries_per_message: 0.0,
         operator_messages_per_job: 0.0,
         operator_calls_per_message: 0.0,
         runner_allocations_per_job: 0.0,
         runner_allocated_bytes_per_job: 0.0,
+        wire_bytes_per_job: 0.0,
+        wire_messages_per_job: 0.0,
         processes: BTreeMap::new(),
     }
 }
 
-/// The runner's traffic so far, from its `$SRV.STATS`: messages and items sent to the
-/// policy-evaluator, and to operator providers.
-#[derive(Clone, Copy)]
-struct Traffic {
+/// The cluster's counters at one moment: the runner's traffic and allocations from its
+/// `$SRV.STATS`, the nats-server's message and byte totals, and each process's CPU time.
+struct Snapshot {
+    /// (messages, items) sent to the policy-evaluator.
     policy: (u64, u64),
+    /// (messages, items) sent to operator providers.
     operators: (u64, u64),
     /// (allocations, bytes) in the runner process.
     allocations: (u64, u64),
+    /// (messages, payload bytes) into and out of the nats-server.
+    wire: (u64, u64),
+    procs: BTreeMap<String, procstat::Reading>,
 }
 
-async fn runner_traffic(cluster: &Cluster) -> anyhow::Result<Traffic> {
-    let data = cluster.runner_stats().await?;
-    let field = |name: &str| {
-        data[name]
-            .as_u64()
-            .ok_or_else(|| anyhow::anyhow!("the operator-runner's stats have no `{name}`: {data}"))
-    };
-    Ok(Traffic {
-        policy: (field("policy_messages")?, field("policy_queries")?),
-        operators: (field("operator_messages")?, field("operator_calls")?),
-        allocations: (field("allocations")?, field("allocated_bytes")?),
-    })
+impl Snapshot {
+    async fn take(cluster: &Cluster) -> anyhow::Result<Snapshot> {
+        let data = cluster.runner_stats().await?;
+        let field = |name: &str| {
+            data[name]
+                .as_u64()
+                .ok_or_else(|| anyhow::anyhow!("the operator-runner's stats have no `{name}`: {data}"))
+        };
+        Ok(Snapshot {
+            policy: (field("policy_messages")?, field("policy_queries")?),
+            operators: (field("operator_messages")?, field("operator_calls")?),
+            allocations: (field("allocations")?, field("allocated_bytes")?),
+            wire: wire_totals(&cluster.nats)?,
+            procs: procstat::read_all(&cluster.pids()),
+        })
+    }
 }
 
-/// Fills in the traffic between two `runner_traffic` readings.
-fn with_traffic(mut f: Figures, before: Traffic, after: Traffic) -> Figures {
+/// (in + out messages, in + out payload bytes) of a nats-server since it started.
+fn wire_totals(nats: &hsync_testkit::NatsServer) -> anyhow::Result<(u64, u64)> {
+    let varz = nats.varz()?;
+    let get = |name: &str| varz[name].as_u64().ok_or_else(|| anyhow::anyhow!("nats-server /varz has no `{name}`"));
+    Ok((get("in_msgs")? + get("out_msgs")?, get("in_bytes")? + get("out_bytes")?))
+}
+
+/// Fills in what changed between two snapshots around the measured jobs.
+fn with_snapshots(mut f: Figures, before: &Snapshot, after: &Snapshot) -> Figures {
+    let jobs = f.jobs.max(1) as f64;
     // (messages per job, items per message)
     let rates = |b: (u64, u64), a: (u64, u64)| {
         let messages = a.0.saturating_sub(b.0) as f64;
         let items = a.1.saturating_sub(b.1) as f64;
-        (messages / f.jobs.max(1) as f64, if messages > 0.0 { items / messages } else { 0.0 })
+        (messages / jobs, if messages > 0.0 { items / messages } else { 0.0 })
     };
     (f.policy_messages_per_job, f.policy_queries_per_message) = rates(before.policy, after.policy);
     (f.operator_messages_per_job, f.operator_calls_per_message) = rates(before.operators, after.operators);
-    let jobs = f.jobs.max(1) as f64;
     f.runner_allocations_per_job = after.allocations.0.saturating_sub(before.allocations.0) as f64 / jobs;
     f.runner_allocated_bytes_per_job = after.allocations.1.saturating_sub(before.allocations.1) as f64 / jobs;
+    f.wire_messages_per_job = after.wire.0.saturating_sub(before.wire.0) as f64 / jobs;
+    f.wire_bytes_per_job = after.wire.1.saturating_sub(before.wire.1) as f64 / jobs;
+    f.processes = procstat::usage(&before.procs, &after.procs, f.seconds);
     f
 }
 
-async fn cache_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
-    let cluster = Cluster::start_with(env).await?;
-    let client = JobClient::new(cluster.bus.clone());
-    let zipf = Zipf::new(DISTINCT_INPUTS, 1.0);
-    let mut rng = Rng::new(args.seed);
-    let keys: Vec<usize> = (0..args.warmup + args.jobs).map(|_| zipf.sample(&mut rng)).collect();
-    drive(&client, keys[..args.warmup].iter().map(|&k| cache_job(k)), args.concurrency).await?;
-    let before = runner_traffic(&cluster).await?;
-    let procs = procstat::read_all(&cluster.pids());
-    let (elapsed, results) = drive(&client, keys[args.warmup..].iter().map(|&k| cache_job(k)), args.concurrency).await?;
-    let processes = procstat::usage(&procs, &procstat::read_all(&cluster.pids()), elapsed.as_secs_f64());
-    let after = runner_traffic(&cluster).await?;
-    // Close our connection before the cluster goes, instead of watching it drop.
-    cluster.bus.drain().await;
-    Ok(Figures { processes, ..with_traffic(figures("cache", variant, elapsed, &results), before, after) })
+/// What one variant runs: jobs to warm up with (closed loop), then the measured jobs.
+struct Workload {
+    warmup: Vec<Job>,
+    measured: Vec<Job>,
+    load: Load,
 }
 
-/// Runs the batching workload (`batching_job`: warm-up, then measured) on a fresh cluster.
-async fn workload_variant(args: &BenchArgs, scenario: &'static str, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
+/// Runs `workload` on a fresh cluster started with `env`.
+async fn run_variant(scenario: &'static str, variant: &str, env: &[(&str, &str)], workload: Workload, concurrency: usize) -> anyhow::Result<Figures> {
     let cluster = Cluster::start_with(env).await?;
     let client = JobClient::new(cluster.bus.clone());
-    drive(&client, (0..args.warmup).map(batching_job), args.concurrency).await?;
-    let before = runner_traffic(&cluster).await?;
-    let procs = procstat::read_all(&cluster.pids());
-    let measured = args.warmup..args.warmup + args.jobs;
-    let (elapsed, results) = drive(&client, measured.map(batching_job), args.concurrency).await?;
-    let processes = procstat::usage(&procs, &procstat::read_all(&cluster.pids()), elapsed.as_secs_f64());
-    let after = runner_traffic(&cluster).await?;
+    if !workload.warmup.is_empty() {
+        let bar = progress(workload.warmup.len(), &format!("{variant}: warm-up"));
+        let (_, outcomes) = drive(&client, workload.warmup, Load::Closed(concurrency), &bar).await;
+        if let Some((_, Err(e))) = outcomes.iter().find(|(_, r)| r.is_err()) {
+            anyhow::bail!("{scenario}/{variant}: a warm-up job got no result: {e:#}");
+        }
+    }
+    let before = Snapshot::take(&cluster).await?;
+    let bar = progress(workload.measured.len(), variant);
+    let (elapsed, outcomes) = drive(&client, workload.measured, workload.load, &bar).await;
+    let after = Snapshot::take(&cluster).await?;
     // Close our connection before the cluster goes, instead of watching it drop.
     cluster.bus.drain().await;
-    Ok(Figures { processes, ..with_traffic(figures(scenario, variant, elapsed, &results), before, after) })
+    Ok(with_snapshots(figures(scenario, variant, workload.load, elapsed, &outcomes), &before, &after))
 }
 
-async fn parallel_variant(args: &BenchArgs, variant: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Figures> {
-    let cluster = Cluster::start_with(env).await?;
-    let client = JobClient::new(cluster.bus.clone());
-    // Few, large jobs: one at a time, so the comparison is about parallelism inside a job.
-    let jobs = (args.jobs / 1000).clamp(3, 50);
-    let before = runner_traffic(&cluster).await?;
-    let procs = procstat::read_all(&cluster.pids());
-    let (elapsed, results) = drive(&client, (0..jobs).map(wide_job), 1).await?;
-    let processes = procstat::usage(&procs, &procstat::read_all(&cluster.pids()), elapsed.as_secs_f64());
-    let after = runner_traffic(&cluster).await?;
-    // Close our connection before the cluster goes, instead of watching it drop.
-    cluster.bus.drain().await;
-    Ok(Figures { processes, ..with_traffic(figures("parallel", variant, elapsed, &results), before, after) })
+fn cache_workload(args: &BenchArgs) -> Workload {
+    let keys = zipf_keys(args.warmup + args.jobs, args.seed);
+    Workload {
+        warmup: keys[..args.warmup].iter().map(|&k| cache_job(k)).collect(),
+        measured: keys[args.warmup..].iter().map(|&k| cache_job(k)).collect(),
+        load: args.load(),
+    }
 }
 
-/// The bus's own ceiling: `requests` request/reply round trips of `payload_len` bytes
-/// against an echo responder on a fresh nats-server, `concurrency` in flight, each side
-/// on its own connection (as a client and a service would be).
+fn batching_workload(args: &BenchArgs) -> Workload {
+    Workload {
+        warmup: (0..args.warmup).map(batching_job).collect(),
+        measured: (args.warmup..args.warmup + args.jobs).map(batching_job).collect(),
+        load: args.load(),
+    }
+}
+
+/// Few, large jobs one at a time: the comparison is about parallelism inside a job.
+fn parallel_workload(args: &BenchArgs) -> Workload {
+    Workload {
+        warmup: vec![],
+        measured: (0..(args.jobs / 1000).clamp(3, 50)).map(wide_job).collect(),
+        load: Load::Closed(1),
+    }
+}
+
+/// The bus's own ceiling: `args.jobs` request/reply round trips of `payload_len` bytes
+/// against an echo responder on a fresh nats-server, under the same load as the jobs,
+/// each side on its own connection (as a client and a service would be).
 async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<Figures> {
     let nats = hsync_testkit::NatsServer::start()?;
     let responder = async_nats::connect(nats.url()).await?;
@@ -347,49 +318,72 @@ async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<F
         }
     });
     let payload = bytes::Bytes::from(vec![0x5a; payload_len]);
-    let round_trips = |n: usize| {
+    let round_trip = || {
         let (requester, payload) = (requester.clone(), payload.clone());
         async move {
-            let started = Instant::now();
-            let latencies: Vec<anyhow::Result<Duration>> = stream::iter(0..n)
-                .map(|_| {
-                    let (requester, payload) = (requester.clone(), payload.clone());
-                    async move {
-                        let t = Instant::now();
-                        requester.request("bench.echo", payload).await?;
-                        Ok(t.elapsed())
-                    }
-                })
-                .buffer_unordered(args.concurrency.max(1))
-                .collect()
-                .await;
-            let elapsed = started.elapsed();
-            latencies.into_iter().collect::<anyhow::Result<Vec<_>>>().map(|l| (elapsed, l))
+            let t = tokio::time::Instant::now();
+            requester.request("bench.echo", payload).await?;
+            Ok::<_, anyhow::Error>(t.elapsed())
         }
     };
-    round_trips(args.warmup.min(args.jobs)).await?;
+    // Warm-up, closed loop as for the jobs.
+    let warmup: Vec<anyhow::Result<Duration>> = stream::iter(0..args.warmup.min(args.jobs))
+        .map(|_| round_trip())
+        .buffer_unordered(args.concurrency.max(1))
+        .collect()
+        .await;
+    warmup.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let server: Vec<(String, u32)> = nats.pid().map(|p| ("nats-server".to_string(), p)).into_iter().collect();
     let procs = procstat::read_all(&server);
-    let (elapsed, latencies) = round_trips(args.jobs).await?;
+    let wire = wire_totals(&nats)?;
+    let started = tokio::time::Instant::now();
+    let latencies: Vec<anyhow::Result<Duration>> = match args.load() {
+        Load::Closed(n) => stream::iter(0..args.jobs).map(|_| round_trip()).buffer_unordered(n).collect().await,
+        Load::Open(rate) => {
+            // Each request starts on schedule; latency counts from the scheduled start.
+            let gap = Duration::from_secs_f64(1.0 / rate);
+            let tasks: Vec<_> = (0..args.jobs)
+                .map(|i| {
+                    let (requester, payload) = (requester.clone(), payload.clone());
+                    let due = started + gap.mul_f64(i as f64);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(due).await;
+                        requester.request("bench.echo", payload).await?;
+                        Ok::<_, anyhow::Error>(due.elapsed())
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                out.push(t.await.map_err(anyhow::Error::from).and_then(|r| r));
+            }
+            out
+        }
+    };
+    let elapsed = started.elapsed();
+    let after_wire = wire_totals(&nats)?;
     let processes = procstat::usage(&procs, &procstat::read_all(&server), elapsed.as_secs_f64());
     echo.abort();
-    let mut f = figures("baseline", "nats echo", elapsed, &[]);
+    let latencies = latencies.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let mut f = figures("baseline", "nats echo", args.load(), elapsed, &[]);
     f.jobs = latencies.len();
     f.jobs_per_second = latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9);
     f.of_echo = 1.0;
     f.processes = processes;
+    f.wire_messages_per_job = after_wire.0.saturating_sub(wire.0) as f64 / f.jobs.max(1) as f64;
+    f.wire_bytes_per_job = after_wire.1.saturating_sub(wire.1) as f64 / f.jobs.max(1) as f64;
     (f.p50_ms, f.p95_ms, f.p99_ms, f.p999_ms, f.max_ms) = percentiles_ms(&histogram(latencies.iter().copied()));
     Ok(f)
 }
 
 fn print_table(rows: &[Figures]) {
     println!(
-        "{:<10} {:<12} {:>7} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>7} {:>10}",
-        "scenario", "variant", "jobs", "seconds", "jobs/s", "of echo", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job"
+        "{:<10} {:<22} {:>7} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>7} {:>10} {:>9}",
+        "scenario", "variant", "jobs", "seconds", "jobs/s", "of echo", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job", "wire KiB/j"
     );
     for f in rows {
         println!(
-            "{:<10} {:<12} {:>7} {:>8.2} {:>9.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.1}% {:>6} {:>10.2} {:>7.2} {:>10.0}",
+            "{:<10} {:<22} {:>7} {:>8.2} {:>9.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.1}% {:>6} {:>10.2} {:>7.2} {:>10.0} {:>9.1}",
             f.scenario,
             f.variant,
             f.jobs,
@@ -404,8 +398,12 @@ fn print_table(rows: &[Figures]) {
             f.failed_jobs,
             f.policy_messages_per_job,
             f.operator_messages_per_job,
-            f.runner_allocations_per_job
+            f.runner_allocations_per_job,
+            f.wire_bytes_per_job / 1024.0
         );
+    }
+    for f in rows.iter().filter(|f| f.failed_jobs > 0) {
+        println!("{}/{}: {} jobs failed; the first: {}", f.scenario, f.variant, f.failed_jobs, f.first_failure.as_deref().unwrap_or("?"));
     }
 }
 
@@ -413,13 +411,13 @@ fn print_table(rows: &[Figures]) {
 fn print_processes(rows: &[Figures]) {
     let names: std::collections::BTreeSet<&String> = rows.iter().flat_map(|f| f.processes.keys()).collect();
     println!();
-    print!("{:<10} {:<12}", "CPU % / RSS MiB", "");
+    print!("{:<10} {:<22}", "CPU % / RSS MiB", "");
     for n in &names {
         print!(" {:>18}", n.as_str());
     }
     println!();
     for f in rows {
-        print!("{:<10} {:<12}", f.scenario, f.variant);
+        print!("{:<10} {:<22}", f.scenario, f.variant);
         for n in &names {
             match f.processes.get(*n) {
                 Some(u) => print!(" {:>18}", format!("{:.0}% / {:.0}", u.cpu_percent, u.rss_mib)),
@@ -431,78 +429,59 @@ fn print_processes(rows: &[Figures]) {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    args.check()?;
+    println!("load: {}", args.load());
     // The echo payload is as large as the workload's typical job on the wire.
     let job_bytes = rmp_serde::to_vec_named(&batching_job(0))?.len();
     let echo = echo_baseline(&args, job_bytes).await?;
     let ceiling = echo.jobs_per_second;
     let mut rows = vec![echo];
-    if matches!(args.scenario, Scenario::Cache | Scenario::All) {
+    let wants = |s: Scenario| args.scenario == s || (args.scenario == Scenario::All && s != Scenario::Ablation);
+    let c = args.concurrency;
+    if wants(Scenario::Cache) {
         let entries = CACHE_ENTRIES.to_string();
-        rows.push(cache_variant(&args, "cache on", &[("HSYNC_RESULT_CACHE_ENTRIES", &entries)]).await?);
-        rows.push(cache_variant(&args, "cache off", &[("HSYNC_RESULT_CACHE_ENTRIES", "0")]).await?);
+        rows.push(run_variant("cache", "cache on", &[("HSYNC_RESULT_CACHE_ENTRIES", &entries)], cache_workload(&args), c).await?);
+        rows.push(run_variant("cache", "cache off", &[("HSYNC_RESULT_CACHE_ENTRIES", "0")], cache_workload(&args), c).await?);
     }
-    if matches!(args.scenario, Scenario::Parallel | Scenario::All) {
+    if wants(Scenario::Parallel) {
         let off = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
-        rows.push(parallel_variant(&args, "parallel", &off).await?);
+        rows.push(run_variant("parallel", "parallel", &off, parallel_workload(&args), c).await?);
         let seq = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_MAX_PARALLEL_NODES", "1")];
-        rows.push(parallel_variant(&args, "sequential", &seq).await?);
+        rows.push(run_variant("parallel", "sequential", &seq, parallel_workload(&args), c).await?);
     }
-    if matches!(args.scenario, Scenario::Batching | Scenario::All) {
+    if wants(Scenario::Batching) {
         let on = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
-        rows.push(workload_variant(&args, "batching", "batch on", &on).await?);
+        rows.push(run_variant("batching", "batch on", &on, batching_workload(&args), c).await?);
         let off = [
             ("HSYNC_RESULT_CACHE_ENTRIES", "0"),
             ("HSYNC_POLICY_BATCH_MAX", "1"),
             ("HSYNC_OPERATOR_BATCH_MAX", "1"),
         ];
-        rows.push(workload_variant(&args, "batching", "batch off", &off).await?);
+        rows.push(run_variant("batching", "batch off", &off, batching_workload(&args), c).await?);
     }
-    if matches!(args.scenario, Scenario::Pooling | Scenario::All) {
+    if wants(Scenario::Pooling) {
         let on = [("HSYNC_RESULT_CACHE_ENTRIES", "0")];
-        rows.push(workload_variant(&args, "pooling", "pooling on", &on).await?);
+        rows.push(run_variant("pooling", "pooling on", &on, batching_workload(&args), c).await?);
         let off = [("HSYNC_RESULT_CACHE_ENTRIES", "0"), ("HSYNC_POOLING", "false")];
-        rows.push(workload_variant(&args, "pooling", "pooling off", &off).await?);
+        rows.push(run_variant("pooling", "pooling off", &off, batching_workload(&args), c).await?);
+    }
+    if wants(Scenario::Ablation) {
+        rows.extend(ablation::run(&args).await?);
     }
     for f in rows.iter_mut().skip(1) {
         f.of_echo = f.jobs_per_second / ceiling.max(1e-9);
     }
     print_table(&rows);
     print_processes(&rows);
+    if args.scenario == Scenario::Ablation {
+        ablation::print_impact(&rows[1..]);
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &rows)?;
+        println!("\nplot: {}", path.display());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_percentiles_hold_three_significant_digits() {
-        // 1..=1000 ms: the p-th percentile is p * 10 ms.
-        let h = histogram((1..=1000).map(Duration::from_millis));
-        for (q, ms) in [(0.5, 500.0), (0.95, 950.0), (0.99, 990.0), (0.999, 999.0)] {
-            let got = h.value_at_quantile(q) as f64 / 1e3;
-            assert!((got - ms).abs() <= ms * 1e-3, "p{q}: {got} ms, expected {ms}");
-        }
-        assert_eq!(h.len(), 1000);
-        // A zero duration still counts (as the smallest bucket), it is not dropped.
-        assert_eq!(histogram([Duration::ZERO].into_iter()).len(), 1);
-    }
-
-    #[test]
-    fn workload_jobs_are_deterministic_and_distinct() {
-        assert_eq!(cache_job(5), cache_job(5));
-        assert_ne!(cache_job(5), cache_job(6));
-        assert_eq!(wide_job(1).nodes.len(), 64);
-        assert_eq!(batching_job(3), batching_job(3));
-        assert_ne!(batching_job(3), batching_job(4));
-        let nodes = batching_job(3).nodes;
-        assert_eq!(nodes.len(), 12);
-        // Distinct inputs inside a job too, so no node is another's duplicate.
-        for (i, a) in nodes.iter().enumerate() {
-            assert!(nodes[i + 1..].iter().all(|b| b.args != a.args));
-        }
-    }
 }

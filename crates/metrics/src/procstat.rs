@@ -1,5 +1,6 @@
-//! CPU time and memory of a process, read from Linux's /proc: what `hsync bench` reports
-//! for every process of the cluster it drives.
+//! CPU time and memory of a process, read from Linux's /proc: what each service reports
+//! about itself on `/metrics`, and what `hsync bench` reports for every process of the
+//! cluster it drives.
 
 use std::collections::BTreeMap;
 
@@ -25,12 +26,10 @@ pub struct Usage {
     pub peak_rss_mib: f64,
 }
 
+/// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ) on every architecture it
+/// runs on; the value is fixed in the kernel's ABI, whatever the kernel's own HZ.
 fn ticks_per_second() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|&t| t > 0)
-        .unwrap_or(100) as f64
+    100.0
 }
 
 /// utime + stime, in clock ticks, from the text of `/proc/<pid>/stat`.

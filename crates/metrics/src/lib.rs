@@ -1,0 +1,208 @@
+//! What a HyperSync process measures about itself, and where it shows it.
+//!
+//! * Request figures per endpoint subject (count, errors by code, in flight, latency in an
+//!   HDR histogram), recorded by `hsync_bus::serve` for every request.
+//! * The process: CPU time and resident memory from /proc (`procstat`), the heap from the
+//!   counting allocator (`heap`).
+//! * The service's own `$SRV.STATS` figures (cache hits, batch sizes, ...), fetched from
+//!   NATS at each scrape, so the two views cannot disagree.
+//!
+//! All of it is served over HTTP (`http`): `/metrics` in the Prometheus text format,
+//! `/healthz`, and on-demand profiling under `/debug/`. `$SRV.STATS` carries the request
+//! figures too (`endpoint_summary`).
+
+pub mod heap;
+pub mod http;
+pub mod procstat;
+mod profile;
+mod render;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use http::{MetricsConfig, MetricsServer};
+
+/// Request figures of one endpoint subject.
+struct Endpoint {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    in_flight: i64,
+    /// Microseconds, 3 significant digits, up to an hour.
+    latency_us: hdrhistogram::Histogram<u64>,
+}
+
+impl Endpoint {
+    fn new() -> Endpoint {
+        Endpoint {
+            ok: 0,
+            errors: BTreeMap::new(),
+            in_flight: 0,
+            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+        }
+    }
+}
+
+/// Where the service's `$SRV.STATS` can be asked for: its connection and the subject of
+/// this instance.
+#[derive(Clone)]
+struct StatsSource {
+    client: async_nats::Client,
+    subject: String,
+}
+
+type DebugText = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The process's registry. One per process ([`global`]): a service is one process.
+pub struct Metrics {
+    started: Instant,
+    service: Mutex<Option<String>>,
+    endpoints: Mutex<HashMap<String, Endpoint>>,
+    stats_source: Mutex<Option<StatsSource>>,
+    debug_texts: Mutex<BTreeMap<String, DebugText>>,
+    http_addr: Mutex<Option<std::net::SocketAddr>>,
+}
+
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| Metrics {
+        started: Instant::now(),
+        service: Mutex::new(None),
+        endpoints: Mutex::new(HashMap::new()),
+        stats_source: Mutex::new(None),
+        debug_texts: Mutex::new(BTreeMap::new()),
+        http_addr: Mutex::new(None),
+    })
+}
+
+/// A request being handled; [`RequestTimer::finish`] records it.
+pub struct RequestTimer {
+    subject: String,
+    started: Instant,
+    finished: bool,
+}
+
+impl RequestTimer {
+    /// Records the request as answered (`error_code` = the error reply's code, if any).
+    pub fn finish(mut self, error_code: Option<&str>) {
+        self.finished = true;
+        let elapsed = self.started.elapsed();
+        global().with_endpoint(&self.subject, |e| {
+            e.in_flight -= 1;
+            match error_code {
+                None => e.ok += 1,
+                Some(code) => *e.errors.entry(code.to_string()).or_default() += 1,
+            }
+            e.latency_us.saturating_record(elapsed.as_micros().clamp(1, u64::MAX as u128) as u64);
+        });
+    }
+}
+
+impl Drop for RequestTimer {
+    // A handler that panicked or was cancelled is no longer in flight.
+    fn drop(&mut self) {
+        if !self.finished {
+            global().with_endpoint(&self.subject, |e| {
+                e.in_flight -= 1;
+                *e.errors.entry("ABANDONED".to_string()).or_default() += 1;
+            });
+        }
+    }
+}
+
+impl Metrics {
+    fn with_endpoint<R>(&self, subject: &str, f: impl FnOnce(&mut Endpoint) -> R) -> R {
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        if !endpoints.contains_key(subject) {
+            endpoints.insert(subject.to_string(), Endpoint::new());
+        }
+        f(endpoints.get_mut(subject).expect("inserted above"))
+    }
+
+    /// Starts timing a request on an endpoint subject. Endpoint subjects are fixed by the
+    /// service (no wildcards), so the set of subjects stays small whatever clients send.
+    pub fn request_started(&self, subject: &str) -> RequestTimer {
+        self.with_endpoint(subject, |e| e.in_flight += 1);
+        RequestTimer {
+            subject: subject.to_string(),
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// The request figures of one endpoint subject, for its `$SRV.STATS` data.
+    pub fn endpoint_summary(&self, subject: &str) -> serde_json::Value {
+        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = endpoints.get(subject) else {
+            return serde_json::json!({ "requests": 0, "in_flight": 0 });
+        };
+        let h = &e.latency_us;
+        let ms = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
+        serde_json::json!({
+            "requests": e.ok + e.errors.values().sum::<u64>(),
+            "errors": e.errors,
+            "in_flight": e.in_flight,
+            "latency_ms": {
+                "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999),
+                "max": if h.is_empty() { 0.0 } else { h.max() as f64 / 1e3 },
+                "mean": if h.is_empty() { 0.0 } else { h.mean() / 1e3 },
+            },
+        })
+    }
+
+    /// Names the service and where its `$SRV.STATS` are (called by `start_service`).
+    pub fn set_service(&self, name: &str, client: async_nats::Client, stats_subject: String) {
+        *self.service.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+        *self.stats_source.lock().unwrap_or_else(|p| p.into_inner()) = Some(StatsSource { client, subject: stats_subject });
+    }
+
+    /// Adds `/debug/<name>`: a text report made on demand (e.g. the indexer's RocksDB
+    /// statistics).
+    pub fn add_debug_text(&self, name: &str, report: impl Fn() -> String + Send + Sync + 'static) {
+        self.debug_texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::new(report));
+    }
+
+    /// The address `/metrics` is served on, once the HTTP server is up.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        *self.http_addr.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn debug_text(&self, name: &str) -> Option<DebugText> {
+        self.debug_texts.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    fn debug_names(&self) -> Vec<String> {
+        self.debug_texts.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// This instance's `$SRV.STATS` reply, or why there is none.
+    async fn service_stats(&self) -> Result<serde_json::Value, String> {
+        let source = self.stats_source.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(source) = source else {
+            return Err("the service has not registered yet".into());
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(2), source.client.request(source.subject.clone(), "".into()))
+            .await
+            .map_err(|_| format!("{} did not answer in 2 s", source.subject))?
+            .map_err(|e| format!("{}: {e}", source.subject))?;
+        serde_json::from_slice(&reply.payload).map_err(|e| format!("{}: not JSON: {e}", source.subject))
+    }
+
+    /// Everything, in the Prometheus text exposition format (version 0.0.4).
+    pub async fn render(&self) -> String {
+        let stats = self.service_stats().await;
+        let service = self.service.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        render::render(&render::Snapshot {
+            service: &service,
+            uptime: self.started.elapsed(),
+            endpoints: &endpoints,
+            stats: &stats,
+            process: procstat::read(std::process::id()).ok(),
+            heap: heap::stats(),
+        })
+    }
+}
