@@ -80,6 +80,8 @@ async fn every_service_serves_metrics_matching_its_micro_stats() {
     assert_eq!(stats["requests"]["requests"], jobs as u64 + 1, "{stats}");
     assert_eq!(stats["requests"]["errors"]["MALFORMED"], 1, "{stats}");
     assert!(stats["requests"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{stats}");
+    assert!(stats["process"]["rss_bytes"].as_u64().unwrap() > 1_000_000, "{stats}");
+    assert_eq!(stats["process"]["heap"]["counting"], true, "{stats}");
     // The service's own figures are there too (the result cache's, say).
     assert!(text.contains("hsync_service_result_cache_"), "{text}");
 

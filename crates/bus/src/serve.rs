@@ -53,7 +53,8 @@ where
         .service_builder()
         .description(description)
         .metadata(metadata)
-        // The service's figures plus the request figures `serve` keeps for the endpoint.
+        // The service's figures, the request figures `serve` keeps for the endpoint, and
+        // the process's CPU, memory and heap: what /metrics shows, also on NATS.
         .stats_handler(move |endpoint, endpoint_stats| {
             let mut data = match stats(&endpoint) {
                 serde_json::Value::Object(map) => map,
@@ -61,6 +62,7 @@ where
                 other => serde_json::Map::from_iter([("value".to_string(), other)]),
             };
             data.insert("requests".to_string(), metrics.endpoint_summary(&endpoint_stats.subject));
+            data.insert("process".to_string(), metrics.process_summary());
             serde_json::Value::Object(data)
         })
         .start(name, env!("CARGO_PKG_VERSION"))

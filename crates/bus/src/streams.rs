@@ -244,5 +244,9 @@ pub async fn next_batch(
             _ => break,
         }
     }
+    if let Some(info) = batch.last().and_then(|m| m.info().ok()) {
+        let consumer = format!("{}/{}", info.stream, info.consumer);
+        hsync_metrics::global().consumer_batch(&consumer, batch.len(), info.pending);
+    }
     Some(batch)
 }

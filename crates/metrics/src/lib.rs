@@ -9,7 +9,7 @@
 //!
 //! All of it is served over HTTP (`http`): `/metrics` in the Prometheus text format,
 //! `/healthz`, and on-demand profiling under `/debug/`. `$SRV.STATS` carries the request
-//! figures too (`endpoint_summary`).
+//! figures too (`endpoint_summary`), and the process's (`process_summary`).
 
 pub mod heap;
 pub mod http;
@@ -53,11 +53,22 @@ struct StatsSource {
 
 type DebugText = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// What a JetStream pull consumer of this process has taken, and what still waits.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ConsumerFigures {
+    pub batches: u64,
+    pub messages: u64,
+    pub largest_batch: u64,
+    /// Messages left in the stream for this consumer when the last batch arrived.
+    pub pending: u64,
+}
+
 /// The process's registry. One per process ([`global`]): a service is one process.
 pub struct Metrics {
     started: Instant,
     service: Mutex<Option<String>>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
+    consumers: Mutex<BTreeMap<String, ConsumerFigures>>,
     stats_source: Mutex<Option<StatsSource>>,
     debug_texts: Mutex<BTreeMap<String, DebugText>>,
     http_addr: Mutex<Option<std::net::SocketAddr>>,
@@ -69,6 +80,7 @@ pub fn global() -> &'static Metrics {
         started: Instant::now(),
         service: Mutex::new(None),
         endpoints: Mutex::new(HashMap::new()),
+        consumers: Mutex::new(BTreeMap::new()),
         stats_source: Mutex::new(None),
         debug_texts: Mutex::new(BTreeMap::new()),
         http_addr: Mutex::new(None),
@@ -150,6 +162,33 @@ impl Metrics {
         })
     }
 
+    /// A batch pulled by the durable consumer `consumer`, with `pending` messages still
+    /// waiting behind it (the queue depth of a durable path).
+    pub fn consumer_batch(&self, consumer: &str, size: usize, pending: u64) {
+        let mut consumers = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        let c = consumers.entry(consumer.to_string()).or_default();
+        c.batches += 1;
+        c.messages += size as u64;
+        c.largest_batch = c.largest_batch.max(size as u64);
+        c.pending = pending;
+    }
+
+    pub fn consumers(&self) -> BTreeMap<String, ConsumerFigures> {
+        self.consumers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// This process's CPU time, memory and heap, for its `$SRV.STATS` data.
+    pub fn process_summary(&self) -> serde_json::Value {
+        let p = procstat::read(std::process::id()).ok();
+        serde_json::json!({
+            "cpu_seconds": p.map(|p| p.cpu_seconds),
+            "rss_bytes": p.map(|p| p.rss_bytes),
+            "peak_rss_bytes": p.map(|p| p.peak_rss_bytes),
+            "heap": heap::stats(),
+            "consumers": self.consumers(),
+        })
+    }
+
     /// Names the service and where its `$SRV.STATS` are (called by `start_service`).
     pub fn set_service(&self, name: &str, client: async_nats::Client, stats_subject: String) {
         *self.service.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
@@ -195,9 +234,11 @@ impl Metrics {
     pub async fn render(&self) -> String {
         let stats = self.service_stats().await;
         let service = self.service.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let consumers = self.consumers();
         let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         render::render(&render::Snapshot {
             service: &service,
+            consumers: &consumers,
             uptime: self.started.elapsed(),
             endpoints: &endpoints,
             stats: &stats,

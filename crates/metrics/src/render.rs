@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::heap::HeapStats;
 use crate::procstat::Reading;
-use crate::Endpoint;
+use crate::{ConsumerFigures, Endpoint};
 
 /// Latency buckets of `hsync_request_duration_seconds`, in seconds.
 const BUCKETS: [f64; 15] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -16,6 +16,7 @@ pub struct Snapshot<'a> {
     pub service: &'a str,
     pub uptime: Duration,
     pub endpoints: &'a HashMap<String, Endpoint>,
+    pub consumers: &'a BTreeMap<String, ConsumerFigures>,
     pub stats: &'a Result<serde_json::Value, String>,
     pub process: Option<Reading>,
     pub heap: HeapStats,
@@ -143,6 +144,13 @@ pub fn render(s: &Snapshot<'_>) -> String {
         f.add(name, "histogram", help, vec![label("__suffix", "_count"), ep.clone()], h.len() as f64);
     }
 
+    for (name, c) in s.consumers {
+        let consumer = label("consumer", name);
+        f.add("hsync_consumer_pending", "gauge", "Messages waiting for a durable consumer when it last pulled (the queue depth of a durable path).", vec![consumer.clone()], c.pending as f64);
+        f.add("hsync_consumer_batches_total", "counter", "Batches pulled by a durable consumer.", vec![consumer.clone()], c.batches as f64);
+        f.add("hsync_consumer_messages_total", "counter", "Messages pulled by a durable consumer (over batches: the mean batch size).", vec![consumer.clone()], c.messages as f64);
+        f.add("hsync_consumer_largest_batch", "gauge", "The largest batch a durable consumer pulled.", vec![consumer], c.largest_batch as f64);
+    }
     if let Some(p) = s.process {
         f.add("process_cpu_seconds_total", "counter", "User and system CPU time of this process.", vec![], p.cpu_seconds);
         f.add("process_resident_memory_bytes", "gauge", "Resident memory of this process.", vec![], p.rss_bytes as f64);
@@ -165,8 +173,8 @@ pub fn render(s: &Snapshot<'_>) -> String {
             let mut leaves = Vec::new();
             numeric_leaves("", &endpoint["data"], &mut leaves);
             for (path, value) in leaves {
-                // The request figures are already above, from the same histograms.
-                if path.starts_with("requests_") {
+                // The request and process figures are already above, from the same sources.
+                if path.starts_with("requests_") || path.starts_with("process_") {
                     continue;
                 }
                 let name = format!("hsync_service_{}", metric_name(&path));
@@ -205,13 +213,14 @@ mod tests {
         let stats = Ok(serde_json::json!({
             "endpoints": [{
                 "name": "run", "subject": "hsync.jobs.run", "num_requests": 4, "num_errors": 1,
-                "data": { "result_cache": { "hits": 7, "hit_rate": 0.5 }, "pooling": true, "requests": { "in_flight": 0 }, "note": "x" }
+                "data": { "result_cache": { "hits": 7, "hit_rate": 0.5 }, "pooling": true, "requests": { "in_flight": 0 }, "process": { "rss_bytes": 1 }, "note": "x" }
             }]
         }));
         let text = render(&Snapshot {
             service: "operator-runner",
             uptime: Duration::from_secs(5),
             endpoints: &endpoints,
+            consumers: &BTreeMap::from([("HSYNC_RECORDS/signer".to_string(), ConsumerFigures { batches: 2, messages: 150, largest_batch: 100, pending: 7 })]),
             stats: &stats,
             process: Some(Reading { cpu_seconds: 1.5, rss_bytes: 4096, peak_rss_bytes: 8192 }),
             heap: HeapStats::default(),
@@ -233,6 +242,8 @@ mod tests {
             "hsync_service_result_cache_hits{endpoint=\"hsync.jobs.run\"} 7",
             "hsync_service_result_cache_hit_rate{endpoint=\"hsync.jobs.run\"} 0.5",
             "hsync_service_pooling{endpoint=\"hsync.jobs.run\"} 1",
+            "hsync_consumer_pending{consumer=\"HSYNC_RECORDS/signer\"} 7",
+            "hsync_consumer_messages_total{consumer=\"HSYNC_RECORDS/signer\"} 150",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
@@ -240,6 +251,7 @@ mod tests {
         assert_eq!(text.matches("# TYPE hsync_requests_total ").count(), 1);
         assert!(!text.contains("note"));
         assert!(!text.contains("hsync_service_requests"));
+        assert!(!text.contains("hsync_service_process"));
         assert!(!text.contains("hsync_heap_"));
         // The sum is the histogram's mean times its count: 44 ms all together.
         let sum: f64 = text
@@ -257,6 +269,7 @@ mod tests {
             service: "indexer",
             uptime: Duration::from_secs(1),
             endpoints: &HashMap::new(),
+            consumers: &BTreeMap::new(),
             stats: &Err("no answer".into()),
             process: None,
             heap: HeapStats { allocations: 2, counting: true, ..Default::default() },
