@@ -37,7 +37,7 @@ test: build
 ## criterion micro-benchmarks.
 bench: build
 	$(BIN)/hsync bench all
-	$(BIN)/hsync bench ablation
+	$(BIN)/hsync bench ablation --jobs 10000 --warmup 20000
 	$(CARGO) bench --workspace
 
 stop:

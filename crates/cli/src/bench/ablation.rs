@@ -3,8 +3,8 @@
 //! bound the noise; an optimization whose removal moves a figure by less than that has no
 //! measured effect on this workload.
 
-use super::workload::{batching_job, zipf_keys};
-use super::{run_variant, BenchArgs, Figures, Workload};
+use super::workload::batching_job;
+use super::{run_variant, zipf_workload, BenchArgs, Figures, Workload};
 
 /// Each optimization of DESIGN.md's table that configuration can switch off, and how.
 pub const SWITCHES: &[(&str, &[(&str, &str)])] = &[
@@ -26,12 +26,7 @@ pub const ALL_ON_AGAIN: &str = "all on (again)";
 /// The batching scenario's jobs (8 built-in nodes, 4 geometry calls), keyed by Zipf(1.0)
 /// draws so that popular jobs repeat: every cache has something to do.
 fn workload(args: &BenchArgs) -> Workload {
-    let keys = zipf_keys(args.warmup + args.jobs, args.seed);
-    Workload {
-        warmup: keys[..args.warmup].iter().map(|&k| batching_job(k)).collect(),
-        measured: keys[args.warmup..].iter().map(|&k| batching_job(k)).collect(),
-        load: args.load(),
-    }
+    zipf_workload(args, batching_job)
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Figures>> {

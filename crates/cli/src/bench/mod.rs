@@ -274,13 +274,18 @@ async fn run_variant(scenario: &'static str, variant: &str, env: &[(&str, &str)]
     Ok(with_snapshots(figures(scenario, variant, workload.load, elapsed, &outcomes), &before, &after))
 }
 
-fn cache_workload(args: &BenchArgs) -> Workload {
+/// `job(key)` for keys drawn from Zipf(1.0): popular inputs repeat, so caches have work.
+fn zipf_workload(args: &BenchArgs, job: fn(usize) -> Job) -> Workload {
     let keys = zipf_keys(args.warmup + args.jobs, args.seed);
     Workload {
-        warmup: keys[..args.warmup].iter().map(|&k| cache_job(k)).collect(),
-        measured: keys[args.warmup..].iter().map(|&k| cache_job(k)).collect(),
+        warmup: keys[..args.warmup].iter().map(|&k| job(k)).collect(),
+        measured: keys[args.warmup..].iter().map(|&k| job(k)).collect(),
         load: args.load(),
     }
+}
+
+fn cache_workload(args: &BenchArgs) -> Workload {
+    zipf_workload(args, cache_job)
 }
 
 fn batching_workload(args: &BenchArgs) -> Workload {
