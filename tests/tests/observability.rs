@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use hsync_client::JobClient;
-use hsync_e2e::{Cluster, SERVICE_BINARIES};
+use hsync_e2e::Cluster;
 use hsync_protocol::job::{Job, JobStatus};
-use hsync_testkit::cluster::{metrics_url, service_stats};
+use hsync_protocol::names::services;
+use hsync_testkit::cluster::metrics_url;
 use hsync_testkit::http;
 
 fn example_job() -> Job {
@@ -45,7 +46,7 @@ async fn every_service_serves_metrics_matching_its_micro_stats() {
     let reply = c.bus.primary().request(run_subject.clone(), "not msgpack".into()).await.expect("a reply");
     assert!(!reply.payload.is_empty());
 
-    for service in SERVICE_BINARIES {
+    for service in services::ALL {
         let url = metrics_url(&c.bus, service).await.expect("metrics URL in $SRV.INFO");
         let (status, text) = page(&url, "/metrics", Duration::from_secs(5)).await;
         assert_eq!(status, 200, "{service}: {text}");
@@ -68,7 +69,7 @@ async fn every_service_serves_metrics_matching_its_micro_stats() {
     }
 
     // The runner's request figures: the same count on /metrics and in $SRV.STATS.
-    let url = metrics_url(&c.bus, "operator-runner").await.unwrap();
+    let url = metrics_url(&c.bus, services::OPERATOR_RUNNER).await.unwrap();
     let (_, text) = page(&url, "/metrics", Duration::from_secs(5)).await;
     let ok = sample(&text, &format!("hsync_requests_total{{endpoint=\"{run_subject}\",outcome=\"ok\"}}")).expect("ok count");
     assert_eq!(ok, jobs as f64, "{text}");
@@ -76,17 +77,27 @@ async fn every_service_serves_metrics_matching_its_micro_stats() {
     assert_eq!(malformed, Some(1.0), "{text}");
     let count = sample(&text, &format!("hsync_request_duration_seconds_count{{endpoint=\"{run_subject}\"}}")).unwrap();
     assert_eq!(count, jobs as f64 + 1.0);
-    let stats = service_stats(&c.bus, "operator-runner").await.unwrap();
+    let replies = hsync_client::discovery::collect(c.bus.primary(), "STATS", services::OPERATOR_RUNNER, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 1);
+    let stats = replies[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["subject"] == run_subject.as_str())
+        .map(|e| e["data"].clone())
+        .expect("the run endpoint's stats");
     assert_eq!(stats["requests"]["requests"], jobs as u64 + 1, "{stats}");
     assert_eq!(stats["requests"]["errors"]["MALFORMED"], 1, "{stats}");
     assert!(stats["requests"]["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{stats}");
     assert!(stats["process"]["rss_bytes"].as_u64().unwrap() > 1_000_000, "{stats}");
     assert_eq!(stats["process"]["heap"]["counting"], true, "{stats}");
     // The service's own figures are there too (the result cache's, say).
-    assert!(text.contains("hsync_service_result_cache_"), "{text}");
+    assert!(text.contains("hsync_service_cache_hits{"), "{text}");
 
     // The indexer's RocksDB report, and hostile requests get clear errors.
-    let url = metrics_url(&c.bus, "indexer").await.unwrap();
+    let url = metrics_url(&c.bus, services::INDEXER).await.unwrap();
     let (status, report) = page(&url, "/debug/rocksdb", Duration::from_secs(5)).await;
     assert_eq!(status, 200);
     assert!(report.contains("DB Stats"), "{report}");
@@ -98,7 +109,7 @@ async fn every_service_serves_metrics_matching_its_micro_stats() {
     assert_eq!(status, 400, "{body}");
 
     // A two-second CPU profile of the runner while it works.
-    let url = metrics_url(&c.bus, "operator-runner").await.unwrap();
+    let url = metrics_url(&c.bus, services::OPERATOR_RUNNER).await.unwrap();
     let load = {
         let client = client.clone();
         tokio::spawn(async move {

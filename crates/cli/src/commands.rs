@@ -351,6 +351,11 @@ pub async fn status(cfg: &BusConfig, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         for s in &stats {
+            // Every endpoint carries the same process figures; print them once.
+            let process = &s["endpoints"][0]["data"]["process"];
+            if let (Some(cpu), Some(rss)) = (process["cpu_seconds"].as_f64(), process["rss_bytes"].as_u64()) {
+                println!("    process cpu {cpu:.1} s  rss {:.1} MiB  heap live {:.1} MiB", rss as f64 / 1048576.0, process["heap"]["live_bytes"].as_u64().unwrap_or(0) as f64 / 1048576.0);
+            }
             for ep in s["endpoints"].as_array().into_iter().flatten() {
                 let requests = ep["num_requests"].as_u64().unwrap_or(0);
                 let latency = &ep["data"]["requests"]["latency_ms"];
@@ -358,6 +363,7 @@ pub async fn status(cfg: &BusConfig, json: bool) -> anyhow::Result<ExitCode> {
                 let mut data = ep["data"].clone();
                 if let Some(map) = data.as_object_mut() {
                     map.remove("requests");
+                    map.remove("process");
                 }
                 println!(
                     "    {:<28} {:<40} requests {:>8}  errors {:>5}  p50 {:>8.3} ms  p99 {:>8.3} ms  {}",
