@@ -13,7 +13,7 @@ Environment (set by check-cluster.sh): CHECK_URLS, CHECK_HTTP, CHECK_CA,
 CHECK_NODE3_PID, HSYNC_<USER>_PASSWORD.
 
     check_cluster.py wait          # until routes and a JetStream meta leader (no nats-py)
-    check_cluster.py rejoined N    # until node N serves JetStream again (no nats-py)
+    check_cluster.py rejoined N [S] # until node N is back (holding S streams) (no nats-py)
     check_cluster.py               # the checks (nats-py)
 """
 
@@ -129,6 +129,17 @@ class User:
     async def js_publish(self, subject, payload, headers=None):
         ack = await self.js.publish(subject, payload, headers=headers, timeout=5)
         return ack
+
+    async def js_publish_retrying(self, subject, payload, headers=None, seconds=20):
+        """While a stream elects a new leader it answers nothing; try again."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while True:
+            try:
+                return await self.js_publish(subject, payload, headers)
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     async def close(self):
         if self.nc and not self.nc.is_closed:
@@ -366,21 +377,43 @@ async def main():
 
     # --- one node down: the R3 streams keep a quorum -------------------------------------
     os.kill(NODE3_PID, signal.SIGTERM)
-    print(f"....  stopped nats-3 (pid {NODE3_PID})", flush=True)
-    ok = False
-    for _ in range(40):
+    for _ in range(60):  # until its monitoring port is closed: the process is gone
         try:
-            ack = await signer.js_publish("hsync.receipts.batches", b"batch-2", headers={"Nats-Msg-Id": "batch-2"})
-            ok = True
+            http_json(HTTP[2], "/healthz")
+        except OSError:
             break
-        except Exception:
-            await asyncio.sleep(0.5)
-    check(ok, "receipt-signer: with nats-3 down, a signed batch is still stored (2 of 3 replicas)")
-    info = await signer.js.stream_info("HSYNC_RECEIPTS")
+        await asyncio.sleep(0.25)
+    print(f"....  stopped nats-3 (pid {NODE3_PID}); it no longer answers", flush=True)
+    ack = await signer.js_publish_retrying("hsync.receipts.batches", b"batch-2", headers={"Nats-Msg-Id": "batch-2"})
+    check(ack.stream == "HSYNC_RECEIPTS", "receipt-signer: with nats-3 down, a signed batch is still stored (2 of 3 replicas)")
+    for _ in range(40):
+        info = await signer.js.stream_info("HSYNC_RECEIPTS")
+        if info.cluster.leader != "nats-3":
+            break
+        await asyncio.sleep(0.5)
     check(info.state.messages == 2 and info.cluster.leader in ("nats-1", "nats-2"),
           f"HSYNC_RECEIPTS: {info.state.messages} messages, leader {info.cluster.leader} (was {before})")
-    ack = await client.js_publish("hsync.jobs.submit", b'{"job_id":"check-2"}', headers={"Nats-Msg-Id": "check-2"})
+    ack = await client.js_publish_retrying("hsync.jobs.submit", b'{"job_id":"check-2"}', headers={"Nats-Msg-Id": "check-2"})
     check(ack.stream == "HSYNC_JOBS", "client: durable submit still accepted with nats-3 down")
+
+    # Leave an empty JetStream for check-services.sh: the services create their own
+    # streams and buckets (test messages would not decode as records or batches).
+    removed = []
+    for name in ["HSYNC_RECORDS", "HSYNC_JOBS", "HSYNC_RECEIPTS", "KV_hsync_operators", "KV_hsync_results",
+                 "KV_hsync_signer_lease", "KV_hsync_policies", "OBJ_hsync_outputs"]:
+        for _ in range(20):
+            reply = await admin.api(f"$JS.API.STREAM.DELETE.{name}")
+            if reply.get("success"):
+                removed.append(name)
+                break
+            await asyncio.sleep(0.5)
+    check(len(removed) == 8, f"admin: deleted the {len(removed)} test streams (the services create their own)")
+    for _ in range(60):
+        left = [http_json(base, "/jsz").get("streams", 0) for base in HTTP[:2]]  # nats-3 is down
+        if not any(left):
+            break
+        await asyncio.sleep(0.5)
+    check(not any(left), f"nats-1 and nats-2 have applied the deletions (streams: {left})")
 
     for u in users.values():
         await u.close()
@@ -427,18 +460,20 @@ def wait_formed(timeout=30):
         time.sleep(0.5)
 
 
-def wait_rejoined(node, timeout=30):
+def wait_rejoined(node, streams=None, timeout=30):
+    """Until node N has its routes back and sees the meta leader (and, if given, holds
+    `streams` streams: it caught up with what changed while it was down)."""
     base = HTTP[node - 1]
     deadline = time.time() + timeout
     while True:
         try:
             j = http_json(base, "/jsz")
             r = http_json(base, "/routez")
-            r["server_name"] = http_json(base, "/varz").get("server_name")
+            name = http_json(base, "/varz").get("server_name")
             leader = (j.get("meta_cluster") or {}).get("leader")
-            if leader and j.get("streams", 0) >= 8 and r.get("num_routes", 0) >= 2:
-                print(f"{r.get('server_name')}: back with {r.get('num_routes')} routes, meta leader {leader}, "
-                      f"{j.get('streams')} streams, {j.get('messages')} messages")
+            if leader and r.get("num_routes", 0) >= 2 and (streams is None or j.get("streams", 0) == streams):
+                print(f"{name}: back with {r.get('num_routes')} routes, meta leader {leader}, "
+                      f"{j.get('streams', 0)} streams")
                 return True
         except OSError:
             pass
@@ -464,7 +499,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["wait"]:
         sys.exit(0 if wait_formed() else 1)
     if sys.argv[1:2] == ["rejoined"]:
-        sys.exit(0 if wait_rejoined(int(sys.argv[2])) else 1)
+        streams = int(sys.argv[3]) if len(sys.argv) > 3 else None
+        sys.exit(0 if wait_rejoined(int(sys.argv[2]), streams) else 1)
     load_nats()
     # asyncio warns about every TLS connection the server closes (nats-3 stopped on purpose).
     logging.getLogger("asyncio").setLevel(logging.ERROR)

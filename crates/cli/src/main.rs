@@ -153,6 +153,7 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    restore_default_sigpipe();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -196,4 +197,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo { jobs, key } => commands::demo(&cli.bus, &jobs, &key).await,
         Command::Bench(args) => bench::bench(args).await,
     }
+}
+
+/// Rust ignores SIGPIPE, so `hsync audit stats | head -1` made `println!` panic once the
+/// reader went away. Like other Unix tools, end quietly instead.
+fn restore_default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL installs no
+    // handler code.
+    #[allow(unsafe_code)]
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Also draw latency percentiles and throughput into this PNG file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// `ablation` only: switch off just these (e.g. --only "no result cache"; repeat the
+    /// flag for more). The two all-on runs always run.
+    #[arg(long)]
+    only: Vec<String>,
 }
 
 impl BenchArgs {
@@ -69,6 +73,13 @@ impl BenchArgs {
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.jobs > 0, "--jobs must be at least 1");
         anyhow::ensure!(self.concurrency > 0, "--concurrency must be at least 1");
+        for name in &self.only {
+            anyhow::ensure!(
+                ablation::SWITCHES.iter().any(|(n, _)| n == name),
+                "--only {name:?} is not a switch of the ablation; the switches are: {}",
+                ablation::SWITCHES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            );
+        }
         if let Some(rate) = self.rate {
             anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of jobs per second, not {rate}");
         }
@@ -142,6 +153,10 @@ struct Figures {
     wire_bytes_per_job: f64,
     /// Messages through the nats-server (in plus out) per measured job.
     wire_messages_per_job: f64,
+    /// Operation records still waiting for the receipt-signer when the measured jobs
+    /// ended: jobs do not wait for their receipts, so a signer that falls behind shows
+    /// here, not in job latency.
+    records_unsigned: u64,
     /// CPU and memory of every process of the cluster over the measured jobs.
     processes: BTreeMap<String, procstat::Usage>,
 }
@@ -185,6 +200,7 @@ fn figures(scenario: &'static str, variant: &str, load: Load, elapsed: Duration,
         runner_allocated_bytes_per_job: 0.0,
         wire_bytes_per_job: 0.0,
         wire_messages_per_job: 0.0,
+        records_unsigned: 0,
         processes: BTreeMap::new(),
     }
 }
@@ -200,6 +216,8 @@ struct Snapshot {
     allocations: (u64, u64),
     /// (messages, payload bytes) into and out of the nats-server.
     wire: (u64, u64),
+    /// Messages in the records stream (a work queue): records not signed yet.
+    records_waiting: u64,
     procs: BTreeMap<String, procstat::Reading>,
 }
 
@@ -216,9 +234,16 @@ impl Snapshot {
             operators: (field("operator_messages")?, field("operator_calls")?),
             allocations: (field("allocations")?, field("allocated_bytes")?),
             wire: wire_totals(&cluster.nats)?,
+            records_waiting: records_waiting(cluster).await?,
             procs: procstat::read_all(&cluster.pids()),
         })
     }
+}
+
+async fn records_waiting(cluster: &Cluster) -> anyhow::Result<u64> {
+    let name = cluster.bus.names().stream_records();
+    let mut stream = cluster.bus.jetstream().get_stream(&name).await.map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?;
+    Ok(stream.info().await.map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?.state.messages)
 }
 
 /// (in + out messages, in + out payload bytes) of a nats-server since it started.
@@ -244,6 +269,7 @@ fn with_snapshots(mut f: Figures, before: &Snapshot, after: &Snapshot) -> Figure
     f.wire_messages_per_job = after.wire.0.saturating_sub(before.wire.0) as f64 / jobs;
     f.wire_bytes_per_job = after.wire.1.saturating_sub(before.wire.1) as f64 / jobs;
     f.processes = procstat::usage(&before.procs, &after.procs, f.seconds);
+    f.records_unsigned = after.records_waiting;
     f
 }
 
@@ -383,12 +409,12 @@ async fn echo_baseline(args: &BenchArgs, payload_len: usize) -> anyhow::Result<F
 
 fn print_table(rows: &[Figures]) {
     println!(
-        "{:<10} {:<22} {:>7} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>7} {:>10} {:>9}",
-        "scenario", "variant", "jobs", "seconds", "jobs/s", "of echo", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job", "wire KiB/j"
+        "{:<10} {:<22} {:>7} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>10} {:>7} {:>10} {:>9} {:>9}",
+        "scenario", "variant", "jobs", "seconds", "jobs/s", "of echo", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "hit rate", "failed", "policy m/j", "op m/j", "allocs/job", "wire KiB/j", "unsigned"
     );
     for f in rows {
         println!(
-            "{:<10} {:<22} {:>7} {:>8.2} {:>9.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.1}% {:>6} {:>10.2} {:>7.2} {:>10.0} {:>9.1}",
+            "{:<10} {:<22} {:>7} {:>8.2} {:>9.1} {:>6.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7.1}% {:>6} {:>10.2} {:>7.2} {:>10.0} {:>9.1} {:>9}",
             f.scenario,
             f.variant,
             f.jobs,
@@ -404,7 +430,8 @@ fn print_table(rows: &[Figures]) {
             f.policy_messages_per_job,
             f.operator_messages_per_job,
             f.runner_allocations_per_job,
-            f.wire_bytes_per_job / 1024.0
+            f.wire_bytes_per_job / 1024.0,
+            f.records_unsigned
         );
     }
     for f in rows.iter().filter(|f| f.failed_jobs > 0) {
