@@ -79,6 +79,14 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "nats-server $(nats-server --version | awk '{print $2}'); temporary directory $tmp"
 
+step "deploy/k8s/nats-config.yaml is generated from these files"
+"$deploy/k8s/gen-nats-config.sh" "$tmp/nats-config.yaml"
+if ! cmp -s "$tmp/nats-config.yaml" "$deploy/k8s/nats-config.yaml"; then
+  echo "check-cluster.sh: deploy/k8s/nats-config.yaml is out of date: run deploy/k8s/gen-nats-config.sh" >&2
+  exit 1
+fi
+echo "up to date"
+
 step "certificates (deploy/tls/gen-certs.sh)"
 "$deploy/tls/gen-certs.sh" "$tmp/tls"
 

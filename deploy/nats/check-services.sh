@@ -121,10 +121,10 @@ for i in 1 2 3 4 5 6; do
   curl -fsS "http://127.0.0.1:$(metrics_port $i)/healthz" >/dev/null || fail "metrics port $(metrics_port $i): no /healthz"
 done
 pass "every service answers GET /healthz on its metrics port"
-as admin "$bin/hsync" status >"$work/status.txt" || fail "admin: hsync status"
+as client "$bin/hsync" status >"$work/status.txt" || fail "client: hsync status"
 grep -E '^hsync-' "$work/status.txt" | sed 's/^/      /'
-[ "$(grep -c ' up ' "$work/status.txt")" = 5 ] || fail "admin: hsync status does not show five services up"
-pass "admin: hsync status (\$SRV discovery) shows the five services, two receipt-signers"
+[ "$(grep -c ' up ' "$work/status.txt")" = 5 ] || fail "client: hsync status does not show five services up"
+pass "client: hsync status (\$SRV discovery) shows the five services, two receipt-signers"
 echo "      streams (from nats-1's /jsz):"
 curl -fsS "http://127.0.0.1:$((base + 201))/jsz?accounts=true&streams=true&config=true" | python3 -c '
 import json, sys

@@ -12,9 +12,9 @@ and `hsync` send), not through nats-py's helpers where those differ.
 Environment (set by check-cluster.sh): CHECK_URLS, CHECK_HTTP, CHECK_CA,
 CHECK_NODE3_PID, HSYNC_<USER>_PASSWORD.
 
-    check_cluster.py wait          # until routes and a JetStream meta leader (no nats-py)
-    check_cluster.py rejoined N [S] # until node N is back (holding S streams) (no nats-py)
-    check_cluster.py               # the checks (nats-py)
+    check_cluster.py wait             # until routes and a JetStream meta leader (no nats-py)
+    check_cluster.py rejoined N [S]   # until node N is back, holding S streams (no nats-py)
+    check_cluster.py                  # the checks (nats-py)
 """
 
 import asyncio
@@ -25,10 +25,9 @@ import signal
 import socket
 import ssl
 import sys
+import time
 import urllib.parse
 import urllib.request
-
-import time
 
 HTTP = os.environ["CHECK_HTTP"].split(",")
 

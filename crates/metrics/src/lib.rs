@@ -18,12 +18,13 @@ mod profile;
 mod render;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 pub use http::{MetricsConfig, MetricsServer};
 
 /// Request figures of one endpoint subject.
+#[derive(Clone)]
 struct Endpoint {
     ok: u64,
     errors: BTreeMap<String, u64>,
@@ -67,7 +68,9 @@ pub struct ConsumerFigures {
 pub struct Metrics {
     started: Instant,
     service: Mutex<Option<String>>,
-    endpoints: Mutex<HashMap<String, Endpoint>>,
+    /// One lock per endpoint, so requests to different endpoints never wait for each
+    /// other; the map itself is only written when a subject is first seen.
+    endpoints: RwLock<HashMap<String, Arc<Mutex<Endpoint>>>>,
     consumers: Mutex<BTreeMap<String, ConsumerFigures>>,
     stats_source: Mutex<Option<StatsSource>>,
     debug_texts: Mutex<BTreeMap<String, DebugText>>,
@@ -79,7 +82,7 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(|| Metrics {
         started: Instant::now(),
         service: Mutex::new(None),
-        endpoints: Mutex::new(HashMap::new()),
+        endpoints: RwLock::new(HashMap::new()),
         consumers: Mutex::new(BTreeMap::new()),
         stats_source: Mutex::new(None),
         debug_texts: Mutex::new(BTreeMap::new()),
@@ -89,9 +92,13 @@ pub fn global() -> &'static Metrics {
 
 /// A request being handled; [`RequestTimer::finish`] records it.
 pub struct RequestTimer {
-    subject: String,
+    endpoint: Arc<Mutex<Endpoint>>,
     started: Instant,
     finished: bool,
+}
+
+fn lock(endpoint: &Mutex<Endpoint>) -> std::sync::MutexGuard<'_, Endpoint> {
+    endpoint.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RequestTimer {
@@ -99,14 +106,13 @@ impl RequestTimer {
     pub fn finish(mut self, error_code: Option<&str>) {
         self.finished = true;
         let elapsed = self.started.elapsed();
-        global().with_endpoint(&self.subject, |e| {
-            e.in_flight -= 1;
-            match error_code {
-                None => e.ok += 1,
-                Some(code) => *e.errors.entry(code.to_string()).or_default() += 1,
-            }
-            e.latency_us.saturating_record(elapsed.as_micros().clamp(1, u64::MAX as u128) as u64);
-        });
+        let mut e = lock(&self.endpoint);
+        e.in_flight -= 1;
+        match error_code {
+            None => e.ok += 1,
+            Some(code) => *e.errors.entry(code.to_string()).or_default() += 1,
+        }
+        e.latency_us.saturating_record(elapsed.as_micros().clamp(1, u64::MAX as u128) as u64);
     }
 }
 
@@ -114,29 +120,29 @@ impl Drop for RequestTimer {
     // A handler that panicked or was cancelled is no longer in flight.
     fn drop(&mut self) {
         if !self.finished {
-            global().with_endpoint(&self.subject, |e| {
-                e.in_flight -= 1;
-                *e.errors.entry("ABANDONED".to_string()).or_default() += 1;
-            });
+            let mut e = lock(&self.endpoint);
+            e.in_flight -= 1;
+            *e.errors.entry("ABANDONED".to_string()).or_default() += 1;
         }
     }
 }
 
 impl Metrics {
-    fn with_endpoint<R>(&self, subject: &str, f: impl FnOnce(&mut Endpoint) -> R) -> R {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        if !endpoints.contains_key(subject) {
-            endpoints.insert(subject.to_string(), Endpoint::new());
+    fn endpoint(&self, subject: &str) -> Arc<Mutex<Endpoint>> {
+        if let Some(e) = self.endpoints.read().unwrap_or_else(|p| p.into_inner()).get(subject) {
+            return e.clone();
         }
-        f(endpoints.get_mut(subject).expect("inserted above"))
+        let mut endpoints = self.endpoints.write().unwrap_or_else(|p| p.into_inner());
+        endpoints.entry(subject.to_string()).or_insert_with(|| Arc::new(Mutex::new(Endpoint::new()))).clone()
     }
 
     /// Starts timing a request on an endpoint subject. Endpoint subjects are fixed by the
     /// service (no wildcards), so the set of subjects stays small whatever clients send.
     pub fn request_started(&self, subject: &str) -> RequestTimer {
-        self.with_endpoint(subject, |e| e.in_flight += 1);
+        let endpoint = self.endpoint(subject);
+        lock(&endpoint).in_flight += 1;
         RequestTimer {
-            subject: subject.to_string(),
+            endpoint,
             started: Instant::now(),
             finished: false,
         }
@@ -144,10 +150,10 @@ impl Metrics {
 
     /// The request figures of one endpoint subject, for its `$SRV.STATS` data.
     pub fn endpoint_summary(&self, subject: &str) -> serde_json::Value {
-        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(e) = endpoints.get(subject) else {
+        let Some(endpoint) = self.endpoints.read().unwrap_or_else(|p| p.into_inner()).get(subject).cloned() else {
             return serde_json::json!({ "requests": 0, "in_flight": 0 });
         };
+        let e = lock(&endpoint);
         let h = &e.latency_us;
         let ms = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
         serde_json::json!({
@@ -235,7 +241,14 @@ impl Metrics {
         let stats = self.service_stats().await;
         let service = self.service.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
         let consumers = self.consumers();
-        let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        // Copies, so no request waits while the text is written.
+        let endpoints: BTreeMap<String, Endpoint> = self
+            .endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(subject, e)| (subject.clone(), lock(e).clone()))
+            .collect();
         render::render(&render::Snapshot {
             service: &service,
             consumers: &consumers,

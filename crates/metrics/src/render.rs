@@ -1,7 +1,7 @@
 //! The Prometheus text exposition format (0.0.4), written out: a handful of line shapes,
 //! fed from the HDR histograms that also give `$SRV.STATS` its quantiles.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ const BUCKETS: [f64; 15] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 pub struct Snapshot<'a> {
     pub service: &'a str,
     pub uptime: Duration,
-    pub endpoints: &'a HashMap<String, Endpoint>,
+    pub endpoints: &'a BTreeMap<String, Endpoint>,
     pub consumers: &'a BTreeMap<String, ConsumerFigures>,
     pub stats: &'a Result<serde_json::Value, String>,
     pub process: Option<Reading>,
@@ -121,10 +121,7 @@ pub fn render(s: &Snapshot<'_>) -> String {
     f.add("hsync_info", "gauge", "This process: its service name and version.", vec![service.clone(), label("version", env!("CARGO_PKG_VERSION"))], 1.0);
     f.add("hsync_uptime_seconds", "gauge", "Seconds since the process started measuring.", vec![service.clone()], s.uptime.as_secs_f64());
 
-    let mut subjects: Vec<&String> = s.endpoints.keys().collect();
-    subjects.sort();
-    for subject in subjects {
-        let e = &s.endpoints[subject];
+    for (subject, e) in s.endpoints {
         let ep = label("endpoint", subject);
         f.add("hsync_requests_total", "counter", "Requests answered, by endpoint subject and outcome (ok or the error code).", vec![ep.clone(), label("outcome", "ok")], e.ok as f64);
         for (code, n) in &e.errors {
@@ -209,7 +206,7 @@ mod tests {
         for us in [200, 800, 3000, 40_000] {
             e.latency_us.record(us).unwrap();
         }
-        let endpoints = HashMap::from([("hsync.jobs.run".to_string(), e)]);
+        let endpoints = BTreeMap::from([("hsync.jobs.run".to_string(), e)]);
         let stats = Ok(serde_json::json!({
             "endpoints": [{
                 "name": "run", "subject": "hsync.jobs.run", "num_requests": 4, "num_errors": 1,
@@ -268,7 +265,7 @@ mod tests {
         let text = render(&Snapshot {
             service: "indexer",
             uptime: Duration::from_secs(1),
-            endpoints: &HashMap::new(),
+            endpoints: &BTreeMap::new(),
             consumers: &BTreeMap::new(),
             stats: &Err("no answer".into()),
             process: None,
