@@ -179,7 +179,8 @@ if [ "$check_services" != 0 ]; then
     step "services: skipped (missing in $bin_dir:$missing; build with make build)"
   else
     step "services: the five binaries and hsync from $bin_dir, each as its own NATS user"
-    CHECK_TMP="$tmp" CHECK_BIN_DIR="$bin_dir" CHECK_REPO="$repo" CHECK_BASE="$base" "$here/check-services.sh"
+    CHECK_TMP="$tmp" CHECK_BIN_DIR="$bin_dir" CHECK_REPO="$repo" CHECK_BASE="$base" CHECK_PY="$py" \
+      "$here/check-services.sh"
   fi
 fi
 
