@@ -422,7 +422,8 @@ async def main():
                 reply = await admin.api(f"$JS.API.STREAM.DELETE.{name}")
             except Exception:
                 reply = {}
-            if reply.get("success"):
+            # An earlier attempt may have deleted it with its answer lost: "not found" (10059).
+            if reply.get("success") or (reply.get("error") or {}).get("err_code") == 10059:
                 removed.append(name)
                 break
             await asyncio.sleep(0.5)

@@ -73,8 +73,10 @@ pub fn impact(off: &Figures, on: &[&Figures; 2]) -> Impact {
     let noise = |g: fn(&Figures) -> f64| (2.0 * change(g(on[0]), g(on[1])).abs()).max(3.0);
     let measure = |g: fn(&Figures) -> f64| (change(g(off), mean(g)), noise(g));
     let (throughput, t_noise) = measure(|f| f.jobs_per_second);
-    let (p50, _) = measure(|f| f.p50_ms);
-    let (p99, p99_noise) = measure(|f| f.p99_ms);
+    // Latency is judged on p50: the p99 of a few thousand jobs moves by ±15% between
+    // identical runs on a shared 2-core machine, the p50 far less. p99 is still reported.
+    let (p50, p50_noise) = measure(|f| f.p50_ms);
+    let (p99, _) = measure(|f| f.p99_ms);
     let (cpu_per_job, cpu_noise) = measure(cpu_ms_per_job);
     let (wire_per_job, wire_noise) = measure(|f| f.wire_bytes_per_job);
     // Worse without it: less throughput, more latency, CPU or traffic per job, or the
@@ -84,8 +86,8 @@ pub fn impact(off: &Figures, on: &[&Figures; 2]) -> Impact {
     // jobs produced (one per node), and more than twice the all-on runs' backlog.
     let all_on_backlog = on[0].records_unsigned.max(on[1].records_unsigned);
     let backlog = off.records_unsigned > off.nodes_total.max(2 * all_on_backlog);
-    let worse = throughput < -t_noise || p99 > p99_noise || cpu_per_job > cpu_noise || wire_per_job > wire_noise || backlog;
-    let better = throughput > t_noise || p99 < -p99_noise || cpu_per_job < -cpu_noise;
+    let worse = throughput < -t_noise || p50 > p50_noise || cpu_per_job > cpu_noise || wire_per_job > wire_noise || backlog;
+    let better = throughput > t_noise || p50 < -p50_noise || cpu_per_job < -cpu_noise;
     let verdict = match (worse, better) {
         (true, false) => "helps",
         (false, true) => "costs here",
@@ -103,9 +105,9 @@ pub fn print_impact(rows: &[Figures]) {
     };
     println!();
     println!(
-        "Turning each optimization off, against the mean of the two all-on runs (noise: all on vs again: jobs/s {:+.1}%, p99 {:+.1}%, CPU/job {:+.1}%)",
+        "Turning each optimization off, against the mean of the two all-on runs (noise: all on vs again: jobs/s {:+.1}%, p50 {:+.1}%, CPU/job {:+.1}%)",
         change(b.jobs_per_second, a.jobs_per_second),
-        change(b.p99_ms, a.p99_ms),
+        change(b.p50_ms, a.p50_ms),
         change(cpu_ms_per_job(b), cpu_ms_per_job(a))
     );
     println!(
