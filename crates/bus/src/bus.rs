@@ -21,6 +21,7 @@ pub struct Bus {
     names: Names,
     codec: Codec,
     request_timeout: Duration,
+    reply_prefixes: Vec<String>,
 }
 
 impl Bus {
@@ -44,7 +45,14 @@ impl Bus {
             names: cfg.names(),
             codec: cfg.codec(),
             request_timeout: cfg.request_timeout(),
+            reply_prefixes: cfg.reply_prefixes.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
         })
+    }
+
+    /// Whether a request's reply subject is one a service may answer on
+    /// (`BusConfig::reply_prefixes`).
+    pub fn reply_allowed(&self, reply: &str) -> bool {
+        self.reply_prefixes.iter().any(|p| p == "*" || reply.starts_with(p.as_str()))
     }
 
     /// The next connection of the pool (round robin): many requests share each one.

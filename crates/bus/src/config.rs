@@ -39,6 +39,18 @@ pub struct BusConfig {
     /// what pooling buys).
     #[arg(long = "pooling", env = "HSYNC_POOLING", default_value_t = true, action = clap::ArgAction::Set)]
     pub pooling: bool,
+    /// Reply subjects a request may name, by prefix (comma-separated; `*` allows any). A
+    /// service answers on the reply subject with its own permissions, so a request naming,
+    /// say, `hsync.receipts.batches` would make it write into the receipt log; requests
+    /// whose reply subject is not an inbox are dropped instead.
+    #[arg(long = "reply-prefixes", env = "HSYNC_REPLY_PREFIXES", value_delimiter = ',', default_values_t = default_reply_prefixes())]
+    pub reply_prefixes: Vec<String>,
+}
+
+/// The NATS clients' inboxes (`_INBOX.`) and the replies the server maps across accounts
+/// (`_R_.`).
+pub fn default_reply_prefixes() -> Vec<String> {
+    vec!["_INBOX.".to_string(), "_R_.".to_string()]
 }
 
 impl BusConfig {
@@ -56,6 +68,7 @@ impl BusConfig {
             compress_threshold: hsync_protocol::codec::DEFAULT_COMPRESS_THRESHOLD,
             max_decoded_bytes: hsync_protocol::codec::DEFAULT_MAX_DECODED_SIZE,
             pooling: true,
+            reply_prefixes: default_reply_prefixes(),
         }
     }
 

@@ -146,6 +146,17 @@ where
     );
     hsync_telemetry::propagation::set_parent_from_headers(&span, headers.as_ref());
     let timer = hsync_metrics::global().request_started(&subject);
+    if let Some(reply) = request.message.reply.as_ref().map(|r| r.as_str()) {
+        if !bus.reply_allowed(reply) {
+            // Answering would publish into whatever the reply names (a stream's subject,
+            // a KV key) with this service's permissions; there is no one to tell.
+            let _guard = span.enter();
+            span.record("error.type", "REPLY_REFUSED");
+            tracing::warn!(reply, "dropped a request on {subject}: its reply subject is not an inbox (HSYNC_REPLY_PREFIXES)");
+            timer.finish(Some("REPLY_REFUSED"));
+            return;
+        }
+    }
     async {
         let result = match bus.codec().decode::<Req>(headers.as_ref(), &request.message.payload) {
             Ok(body) => {
