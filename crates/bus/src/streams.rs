@@ -16,9 +16,21 @@ pub fn replicas() -> usize {
 
 async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> anyhow::Result<stream::Stream> {
     let name = config.name.clone();
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create or open stream {name}: {e}"))
+    let mut attempt = 0u64;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            // Services start together and create the same streams: the one that loses the
+            // race gets an error from its create (on 2.9 "subjects overlap with an existing
+            // stream"), by when the stream exists and the next look-up finds it.
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!("creating stream {name} (attempt {attempt}): {e}; looking again");
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot create or open stream {name}: {e}")),
+        }
+    }
 }
 
 /// Durable jobs: a work queue, de-duplicated by job id for ten minutes.
