@@ -98,6 +98,31 @@ impl Bus {
         self.request_timeout_after(subject, req, self.request_timeout).await
     }
 
+    /// [`Bus::request`] for requests that may be sent twice (policy checks, deterministic
+    /// operators): a request lost with a NATS node or a service replica that died under it
+    /// times out, and is sent once more; when no replica answers at all (one restarting),
+    /// it is sent again after 100, 200, 400 ms.
+    pub async fn request_idempotent<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: String,
+        req: &Req,
+    ) -> Result<Resp, BusError> {
+        let (mut timeouts, mut no_responders) = (0, 0);
+        loop {
+            match self.request(subject.clone(), req).await {
+                Err(BusError::Timeout { .. }) if timeouts < 1 => {
+                    timeouts += 1;
+                    tracing::warn!("no answer on {subject} in time; sending the request again");
+                }
+                Err(BusError::NoResponders(_)) if no_responders < 3 => {
+                    tokio::time::sleep(Duration::from_millis(100 << no_responders)).await;
+                    no_responders += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Typed request/reply; an error reply becomes [`BusError::Remote`].
     pub async fn request_timeout_after<Req: Serialize, Resp: DeserializeOwned>(
         &self,

@@ -16,19 +16,54 @@ pub fn replicas() -> usize {
 
 async fn ensure_stream(js: &jetstream::Context, config: stream::Config) -> anyhow::Result<stream::Stream> {
     let name = config.name.clone();
+    let stream = retry_start_up(&format!("stream {name}"), || js.get_or_create_stream(config.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create or open stream {name}: {e}"))?;
+    // A replicated stream takes writes once its replicas have elected a leader; until then
+    // a publish finds "no stream found for given subject". Wait for it here, at start.
+    retry_start_up(&format!("leader of stream {name}"), || async {
+        match stream.get_info().await {
+            Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => Ok(()),
+            Ok(_) => Err("no leader elected yet".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("stream {name} has no leader: {e}"))?;
+    Ok(stream)
+}
+
+/// How long start-up JetStream calls keep retrying. A cluster that has just started (or
+/// lost a node) answers "JetStream system temporarily unavailable" until it has elected a
+/// meta leader, which takes seconds.
+const START_UP_RETRY: Duration = Duration::from_secs(30);
+
+/// Retries a JetStream call made at start-up until it succeeds or [`START_UP_RETRY`] passes.
+/// Besides the cluster electing its leader, services start together and create the same
+/// streams: the one that loses the race gets an error from its create (on 2.9 "subjects
+/// overlap with an existing stream"), by when the stream exists and the next look-up
+/// finds it.
+async fn retry_start_up<T, E, F, Fut>(what: &str, mut call: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + START_UP_RETRY;
     let mut attempt = 0u64;
     loop {
-        match js.get_or_create_stream(config.clone()).await {
-            Ok(stream) => return Ok(stream),
-            // Services start together and create the same streams: the one that loses the
-            // race gets an error from its create (on 2.9 "subjects overlap with an existing
-            // stream"), by when the stream exists and the next look-up finds it.
-            Err(e) if attempt < 5 => {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
                 attempt += 1;
-                tracing::debug!("creating stream {name} (attempt {attempt}): {e}; looking again");
-                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                if attempt == 10 {
+                    tracing::warn!("{what}: still failing after {attempt} attempts: {e}; retrying");
+                } else {
+                    tracing::debug!("{what} (attempt {attempt}): {e}; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis((50 * attempt).min(1000))).await;
             }
-            Err(e) => return Err(anyhow::anyhow!("cannot create or open stream {name}: {e}")),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -114,7 +149,8 @@ async fn ensure_bucket(js: &jetstream::Context, config: kv::Config) -> anyhow::R
     ensure_stream(js, stream_config)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create KV bucket {name}: {e}"))?;
-    js.get_key_value(&name)
+    // In a cluster the bucket's stream can exist before this node's look-up sees it.
+    retry_start_up(&format!("KV bucket {name}"), || js.get_key_value(&name))
         .await
         .map_err(|e| anyhow::anyhow!("cannot open KV bucket {name}: {e}"))
 }

@@ -1,5 +1,6 @@
-//! `hsync up` / `hsync down`: a local cluster (nats-server with JetStream plus the five
-//! services) as child processes, for development, demos and tests.
+//! `hsync up` / `hsync down`: a local cluster (nats-server with JetStream, or a cluster of
+//! them, plus replicas of the five services) as child processes, for development, demos,
+//! fault drills and tests.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,23 @@ const SERVICE_BINARIES: [&str; 5] = ["indexer", "receipt-signer", "policy-evalua
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
-    /// Client port of the local nats-server.
+    /// Client port of the local nats-server; with --cluster N, nodes listen on PORT..PORT+N-1.
     #[arg(long, default_value_t = 4222)]
     port: u16,
+    /// NATS nodes: 1 is a plain server; 3 is a JetStream cluster on loopback (routes on
+    /// --cluster-port.., monitoring on --monitor-port..) with every stream at 3 replicas.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    cluster: u16,
+    /// First route port of the NATS cluster.
+    #[arg(long, default_value_t = 6222)]
+    cluster_port: u16,
+    /// First HTTP monitoring port of the NATS cluster's nodes (/varz, /jsz).
+    #[arg(long, default_value_t = 8222)]
+    monitor_port: u16,
+    /// Processes of each service. Signer replicas stand by for the leader (they share its
+    /// key); indexer replicas keep their own index.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    replicas: u16,
     /// State directory: JetStream store, signer key and log state, index, logs.
     #[arg(long, default_value = ".hsync")]
     dir: PathBuf,
@@ -52,14 +67,63 @@ fn url(port: u16) -> String {
     format!("nats://127.0.0.1:{port}")
 }
 
+impl UpArgs {
+    fn client_ports(&self) -> Vec<u16> {
+        (0..self.cluster).map(|i| self.port + i).collect()
+    }
+
+    /// `NATS_URL` for the services: every node, so they fail over.
+    fn urls(&self) -> String {
+        self.client_ports().into_iter().map(url).collect::<Vec<_>>().join(",")
+    }
+
+    /// nats-server's arguments for node `i` (from 0).
+    fn nats_args(&self, i: u16) -> Vec<String> {
+        let mut args: Vec<String> = vec!["-a".into(), "127.0.0.1".into(), "-p".into(), (self.port + i).to_string(), "-js".into()];
+        if self.cluster == 1 {
+            args.extend(["-sd".into(), self.dir.join("nats").display().to_string()]);
+            return args;
+        }
+        let routes: Vec<String> = (0..self.cluster).filter(|j| *j != i).map(|j| url(self.cluster_port + j)).collect();
+        args.extend([
+            "-sd".into(),
+            self.dir.join(format!("nats-{}", i + 1)).display().to_string(),
+            "-n".into(),
+            format!("hsync-{}", i + 1),
+            "-m".into(),
+            (self.monitor_port + i).to_string(),
+            "--cluster_name".into(),
+            "hsync-local".into(),
+            "--cluster".into(),
+            url(self.cluster_port + i),
+            "--routes".into(),
+            routes.join(","),
+        ]);
+        args
+    }
+}
+
+/// A supervised child: a NATS node or a service replica.
+struct Supervised {
+    name: String,
+    child: Child,
+    restarts: u32,
+}
+
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(args.dir.join("logs")).with_context(|| format!("cannot create {}", args.dir.display()))?;
-    if std::net::TcpStream::connect(("127.0.0.1", args.port)).is_ok() {
-        anyhow::bail!(
-            "port {} is already in use: is a cluster already up? Stop it with `hsync down --dir {}` or pick --port",
-            args.port,
-            args.dir.display()
-        );
+    anyhow::ensure!(
+        [args.port, args.cluster_port, args.monitor_port].iter().all(|p| p.checked_add(args.cluster).is_some()),
+        "--port, --cluster-port and --monitor-port leave no room for {} nodes",
+        args.cluster
+    );
+    for port in args.client_ports() {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            anyhow::bail!(
+                "port {port} is already in use: is a cluster already up? Stop it with `hsync down --dir {}` or pick --port",
+                args.dir.display()
+            );
+        }
     }
     if args.detach {
         return detach(&args).await;
@@ -81,80 +145,182 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
     let mut signal = shutdown.signal();
 
-    let mut nats = Command::new(&args.nats_server)
-        .args(["-a", "127.0.0.1", "-p", &args.port.to_string(), "-js", "-sd"])
-        .arg(args.dir.join("nats"))
-        .stdout(Stdio::from(log_file(&args.dir, "nats-server")?))
-        .stderr(Stdio::from(log_file(&args.dir, "nats-server")?))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {} (install it: apt-get install nats-server)", args.nats_server))?;
-    wait_for_port(args.port, Duration::from_secs(15)).await?;
-    eprintln!("nats-server (JetStream) listening on {}", url(args.port));
-
-    let mut children: Vec<(&str, Child, u32)> = Vec::new();
-    for name in SERVICE_BINARIES {
-        children.push((name, spawn_service(&args, &bin_dir, name)?, 0));
+    let mut nats = Vec::new();
+    for i in 0..args.cluster {
+        nats.push(Supervised {
+            name: nats_name(&args, i),
+            child: spawn_nats(&args, i)?,
+            restarts: 0,
+        });
     }
+    for port in args.client_ports() {
+        wait_for_port(port, Duration::from_secs(15)).await?;
+    }
+    eprintln!("nats-server (JetStream, {} node(s)) listening on {}", args.cluster, args.urls());
+
     let logs = args.dir.join("logs");
-    match wait_until_ready(args.port, Duration::from_secs(120)).await {
+    let mut children = Vec::new();
+    for name in SERVICE_BINARIES {
+        children.push(Supervised {
+            name: name.to_string(),
+            child: spawn_service(&args, &bin_dir, name, 1)?,
+            restarts: 0,
+        });
+    }
+    // Standby signers copy the first signer's key, which it writes at start.
+    let ready = wait_until_ready(&args.urls(), 1, Duration::from_secs(120)).await;
+    if ready.is_ok() {
+        for k in 2..=args.replicas {
+            for name in SERVICE_BINARIES {
+                children.push(Supervised {
+                    name: replica_name(name, k),
+                    child: spawn_service(&args, &bin_dir, name, k)?,
+                    restarts: 0,
+                });
+            }
+        }
+    }
+    match ready.and(wait_until_ready(&args.urls(), args.replicas as usize, Duration::from_secs(120)).await) {
         Ok(()) => eprintln!(
-            "HyperSync is up: NATS at {}, logs in {}; Ctrl-C stops everything",
-            url(args.port),
+            "HyperSync is up: NATS at {}, {} process(es) of each service, logs in {}; Ctrl-C stops everything",
+            args.urls(),
+            args.replicas,
             logs.display()
         ),
         Err(e) => eprintln!("warning: {e}; see the logs in {}", logs.display()),
     }
 
-    // Supervise: restart a service that dies, a few times, until shutdown.
-    loop {
+    // Supervise: restart a process that dies, a few times, until shutdown. A single
+    // nats-server that cannot be restarted ends everything.
+    'supervise: loop {
         tokio::select! {
             _ = signal.wait() => break,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        for (name, child, restarts) in children.iter_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                if *restarts >= 5 {
+        for (i, node) in nats.iter_mut().enumerate() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                if node.restarts >= 5 {
+                    if args.cluster == 1 {
+                        eprintln!("nats-server exited ({status}) 5 times; stopping");
+                        break 'supervise;
+                    }
                     continue;
                 }
-                *restarts += 1;
-                eprintln!("{name} exited ({status}); restarting (attempt {restarts}/5); see {}/{name}.log", logs.display());
-                *child = spawn_service(&args, &bin_dir, name)?;
+                node.restarts += 1;
+                eprintln!("{} exited ({status}); restarting (attempt {}/5)", node.name, node.restarts);
+                node.child = spawn_nats(&args, i as u16)?;
             }
         }
-        if let Ok(Some(status)) = nats.try_wait() {
-            eprintln!("nats-server exited ({status}); stopping");
-            break;
+        for s in children.iter_mut() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                if s.restarts >= 5 {
+                    continue;
+                }
+                s.restarts += 1;
+                eprintln!(
+                    "{} exited ({status}); restarting (attempt {}/5); see {}/{}.log",
+                    s.name,
+                    s.restarts,
+                    logs.display(),
+                    s.name
+                );
+                let (binary, k) = split_replica(&s.name);
+                s.child = spawn_service(&args, &bin_dir, binary, k)?;
+            }
         }
     }
 
     eprintln!("stopping services");
-    for (_, child, _) in children.iter_mut().rev() {
-        terminate(child);
+    for s in children.iter_mut().rev() {
+        terminate(&mut s.child);
     }
-    for (name, child, _) in children.iter_mut() {
-        if tokio::time::timeout(Duration::from_secs(15), child.wait()).await.is_err() {
-            eprintln!("{name} did not stop in 15 s; killing it");
-            let _ = child.kill().await;
+    for s in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(15), s.child.wait()).await.is_err() {
+            eprintln!("{} did not stop in 15 s; killing it", s.name);
+            let _ = s.child.kill().await;
         }
     }
-    terminate(&mut nats);
-    if tokio::time::timeout(Duration::from_secs(10), nats.wait()).await.is_err() {
-        let _ = nats.kill().await;
+    for node in nats.iter_mut() {
+        terminate(&mut node.child);
+    }
+    for node in nats.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await.is_err() {
+            let _ = node.child.kill().await;
+        }
     }
     let _ = std::fs::remove_file(pid_file(&args.dir));
     eprintln!("stopped");
     Ok(())
 }
 
-fn spawn_service(args: &UpArgs, bin_dir: &Path, name: &str) -> anyhow::Result<Child> {
-    Command::new(bin_dir.join(name))
-        .env("NATS_URL", url(args.port))
+fn nats_name(args: &UpArgs, i: u16) -> String {
+    if args.cluster == 1 {
+        "nats-server".to_string()
+    } else {
+        format!("nats-server-{}", i + 1)
+    }
+}
+
+fn spawn_nats(args: &UpArgs, i: u16) -> anyhow::Result<Child> {
+    let name = nats_name(args, i);
+    Command::new(&args.nats_server)
+        .args(args.nats_args(i))
+        .stdout(Stdio::from(log_file(&args.dir, &name)?))
+        .stderr(Stdio::from(log_file(&args.dir, &name)?))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {} (install it: apt-get install nats-server)", args.nats_server))
+}
+
+/// Replica `k` (from 1) of a service: `indexer`, `indexer-2`, ...
+fn replica_name(binary: &str, k: u16) -> String {
+    if k <= 1 {
+        binary.to_string()
+    } else {
+        format!("{binary}-{k}")
+    }
+}
+
+fn split_replica(name: &str) -> (&str, u16) {
+    match name.rsplit_once('-') {
+        Some((binary, k)) if SERVICE_BINARIES.contains(&binary) => (binary, k.parse().unwrap_or(1)),
+        _ => (name, 1),
+    }
+}
+
+fn spawn_service(args: &UpArgs, bin_dir: &Path, binary: &str, k: u16) -> anyhow::Result<Child> {
+    let name = replica_name(binary, k);
+    let mut cmd = Command::new(bin_dir.join(binary));
+    cmd.env("NATS_URL", args.urls())
         .env("HSYNC_SIGNER_DIR", args.dir.join("signer"))
-        .env("HSYNC_INDEX_DIR", args.dir.join("index"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file(&args.dir, name)?))
-        .stderr(Stdio::from(log_file(&args.dir, name)?))
+        .env("HSYNC_INDEX_DIR", args.dir.join("index"));
+    if args.cluster > 1 && std::env::var_os("HSYNC_REPLICAS").is_none() {
+        cmd.env("HSYNC_REPLICAS", args.cluster.min(3).to_string());
+    }
+    if k > 1 {
+        // Replicas share the host: any free metrics port (it is in their $SRV.INFO).
+        cmd.env("HSYNC_METRICS_ADDR", "127.0.0.1:0");
+        match binary {
+            "receipt-signer" => {
+                let own = args.dir.join(format!("signer-{k}"));
+                std::fs::create_dir_all(&own).with_context(|| format!("cannot create {}", own.display()))?;
+                let key = args.dir.join("signer").join("signer.key");
+                if !own.join("signer.key").exists() {
+                    std::fs::copy(&key, own.join("signer.key"))
+                        .with_context(|| format!("a standby signer needs the leader's key {}", key.display()))?;
+                }
+                cmd.env("HSYNC_SIGNER_DIR", own);
+            }
+            "indexer" => {
+                cmd.env("HSYNC_INDEX_DIR", args.dir.join(format!("index-{k}")))
+                    .env("HSYNC_INDEX_CONSUMER", format!("indexer-{k}"));
+            }
+            _ => {}
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(log_file(&args.dir, &name)?))
+        .stderr(Stdio::from(log_file(&args.dir, &name)?))
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {name}"))
@@ -177,9 +343,9 @@ async fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
     anyhow::bail!("nothing listens on port {port} after {} s", timeout.as_secs())
 }
 
-/// Waits until every service answers `$SRV.PING`.
-pub async fn wait_until_ready(port: u16, timeout: Duration) -> anyhow::Result<()> {
-    let mut cfg = BusConfig::for_url(&url(port));
+/// Waits until `replicas` instances of every service answer `$SRV.PING`.
+pub async fn wait_until_ready(urls: &str, replicas: usize, timeout: Duration) -> anyhow::Result<()> {
+    let mut cfg = BusConfig::for_url(urls);
     cfg.connect_timeout_s = timeout.as_secs();
     let bus = hsync_bus::Bus::connect(&cfg, "hsync-up").await?;
     let deadline = Instant::now() + timeout;
@@ -187,8 +353,8 @@ pub async fn wait_until_ready(port: u16, timeout: Duration) -> anyhow::Result<()
         let mut missing = Vec::new();
         for name in services::ALL {
             let answers = hsync_client::discovery::collect(bus.primary(), "PING", name, Duration::from_millis(200)).await?;
-            if answers.is_empty() {
-                missing.push(name);
+            if answers.len() < replicas {
+                missing.push(format!("{name} ({} of {replicas})", answers.len()));
             }
         }
         if missing.is_empty() {
@@ -211,6 +377,14 @@ async fn detach(args: &UpArgs) -> anyhow::Result<()> {
         .arg(args.port.to_string())
         .arg("--dir")
         .arg(&args.dir)
+        .arg("--cluster")
+        .arg(args.cluster.to_string())
+        .arg("--cluster-port")
+        .arg(args.cluster_port.to_string())
+        .arg("--monitor-port")
+        .arg(args.monitor_port.to_string())
+        .arg("--replicas")
+        .arg(args.replicas.to_string())
         .arg("--nats-server")
         .arg(&args.nats_server);
     if let Some(b) = &args.bin_dir {
@@ -225,11 +399,11 @@ async fn detach(args: &UpArgs) -> anyhow::Result<()> {
         .context("cannot start the background cluster")?;
     std::fs::write(pid_file(&args.dir), child.id().to_string())?;
     wait_for_port(args.port, Duration::from_secs(30)).await?;
-    wait_until_ready(args.port, Duration::from_secs(120)).await?;
+    wait_until_ready(&args.urls(), args.replicas as usize, Duration::from_secs(180)).await?;
     eprintln!(
         "HyperSync is up in the background (pid {}): NATS at {}, logs in {}/logs; stop it with `hsync down --dir {}`",
         child.id(),
-        url(args.port),
+        args.urls(),
         args.dir.display(),
         args.dir.display()
     );

@@ -158,7 +158,7 @@ impl PolicyClient {
         let n = queries.len();
         let reply: PolicyEvalReply = self
             .bus
-            .request(self.bus.names().policy_evaluate(), &PolicyEvalRequest { queries })
+            .request_idempotent(self.bus.names().policy_evaluate(), &PolicyEvalRequest { queries })
             .await?;
         if reply.decisions.len() != n {
             return Err(BusError::Remote(ErrorReply::new(

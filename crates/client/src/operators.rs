@@ -24,13 +24,13 @@ impl OperatorClient {
     }
 
     pub async fn call(&self, subject: String, call: &OperatorCall) -> Result<OperatorOutput, BusError> {
-        self.bus.request(subject, call).await
+        self.bus.request_idempotent(subject, call).await
     }
 
     /// Sends many calls in one message to a provider's batch subject; one result per call.
     pub async fn call_batch(&self, batch_subject: String, calls: Vec<OperatorCall>) -> Result<Vec<OperatorResult>, BusError> {
         let sent = calls.len();
-        let reply: OperatorBatchReply = self.bus.request(batch_subject.clone(), &OperatorBatch { calls }).await?;
+        let reply: OperatorBatchReply = self.bus.request_idempotent(batch_subject.clone(), &OperatorBatch { calls }).await?;
         if reply.results.len() != sent {
             return Err(BusError::Remote(ErrorReply::new(
                 ErrorCode::OperatorFailed,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hsync_bus::{Bus, BusConfig};
 use hsync_protocol::names::services;
-use crate::{NatsServer, OtlpSink};
+use crate::{NatsCluster, OtlpSink};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -68,12 +68,56 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
         })
 }
 
+/// How many NATS nodes and how many processes of each service a [`Cluster`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Topology {
+    /// 1: a plain nats-server; 3: a JetStream cluster with every stream at 3 replicas.
+    pub nats_nodes: usize,
+    /// Processes of each service. Replica k > 1 of the signer gets its own state directory
+    /// with the first one's key (a standby); of the indexer, its own RocksDB and durable.
+    pub replicas: usize,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology { nats_nodes: 1, replicas: 1 }
+    }
+}
+
+/// The NATS micro service name of a service binary.
+pub fn service_of(binary: &str) -> &'static str {
+    match binary {
+        "operator-runner" => services::OPERATOR_RUNNER,
+        "policy-evaluator" => services::POLICY_EVALUATOR,
+        "geometry-cache" => services::GEOMETRY_CACHE,
+        "receipt-signer" => services::RECEIPT_SIGNER,
+        _ => services::INDEXER,
+    }
+}
+
+/// The name `kill`, `restart` and `log` know replica `k` (from 1) of `binary` by.
+pub fn replica_name(binary: &str, k: usize) -> String {
+    if k <= 1 {
+        binary.to_string()
+    } else {
+        format!("{binary}-{k}")
+    }
+}
+
+/// A service process and how to start it again.
+struct Process {
+    name: String,
+    binary: String,
+    env: Vec<(String, String)>,
+    child: Child,
+}
+
 pub struct Cluster {
-    pub nats: NatsServer,
+    pub nats: NatsCluster,
     pub otlp: OtlpSink,
     pub dir: tempfile::TempDir,
     pub bus: Arc<Bus>,
-    children: Vec<(String, Child)>,
+    children: Vec<Process>,
     bins: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -87,10 +131,23 @@ impl Cluster {
     /// Like [`Cluster::start`], with extra environment for every service (e.g.
     /// `HSYNC_RESULT_CACHE_ENTRIES=0` to compare a variant).
     pub async fn start_with(env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
-        let nats = NatsServer::start()?;
+        Self::start_topology(Topology::default(), env).await
+    }
+
+    /// Like [`Cluster::start_with`] on `topology.nats_nodes` NATS nodes with
+    /// `topology.replicas` processes of each service.
+    pub async fn start_topology(topology: Topology, env: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+        let nats = match topology.nats_nodes {
+            0 | 1 => NatsCluster::single()?,
+            n => NatsCluster::start(n)?,
+        };
         let otlp = OtlpSink::start().await?;
         let dir = tempfile::tempdir()?;
-        let bus = Arc::new(Bus::connect(&BusConfig::for_url(&nats.url()), "e2e").await?);
+        let bus = Arc::new(Bus::connect(&BusConfig::for_url(&nats.urls()), "e2e").await?);
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if topology.nats_nodes > 1 && env.iter().all(|(k, _)| k != "HSYNC_REPLICAS") {
+            env.push(("HSYNC_REPLICAS".into(), topology.nats_nodes.min(3).to_string()));
+        }
         let mut cluster = Cluster {
             nats,
             otlp,
@@ -98,36 +155,64 @@ impl Cluster {
             bus,
             children: Vec::new(),
             bins: bin_dir()?,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env,
         };
-        for name in SERVICE_BINARIES {
-            let child = cluster.spawn(name)?;
-            cluster.children.push((name.to_string(), child));
+        for binary in SERVICE_BINARIES {
+            cluster.start_replica(binary, binary, &[])?;
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        // The first signer has written the key the standbys share by now.
+        for k in 2..=topology.replicas {
+            for binary in SERVICE_BINARIES {
+                let env = cluster.replica_env(binary, k)?;
+                let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+                cluster.start_replica(binary, &replica_name(binary, k), &env)?;
+            }
         }
         cluster.wait_ready(Duration::from_secs(60)).await?;
         Ok(cluster)
     }
 
-    fn spawn(&self, name: &str) -> anyhow::Result<Child> {
-        self.spawn_as(name, name, &[])
+    /// What replica `k` > 1 of `binary` needs besides the cluster's environment.
+    fn replica_env(&self, binary: &str, k: usize) -> anyhow::Result<Vec<(String, String)>> {
+        let dir = self.dir.path();
+        Ok(match binary {
+            "receipt-signer" => {
+                let own = dir.join(format!("signer-{k}"));
+                std::fs::create_dir_all(&own)?;
+                std::fs::copy(dir.join("signer").join("signer.key"), own.join("signer.key"))?;
+                vec![("HSYNC_SIGNER_DIR".into(), own.display().to_string())]
+            }
+            "indexer" => vec![
+                ("HSYNC_INDEX_DIR".into(), dir.join(format!("index-{k}")).display().to_string()),
+                ("HSYNC_INDEX_CONSUMER".into(), format!("indexer-{k}")),
+            ],
+            _ => Vec::new(),
+        })
     }
 
     /// Starts another process of `binary` (a replica), known to `kill` and `log` as
     /// `name`, with extra environment (e.g. its own `HSYNC_SIGNER_DIR`).
     pub fn start_replica(&mut self, binary: &str, name: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
-        anyhow::ensure!(self.children.iter().all(|(n, _)| n != name), "a process named {name} is already running");
-        let child = self.spawn_as(binary, name, env)?;
-        self.children.push((name.to_string(), child));
+        anyhow::ensure!(self.children.iter().all(|p| p.name != name), "a process named {name} is already running");
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let child = self.spawn_as(binary, name, &env)?;
+        self.children.push(Process {
+            name: name.to_string(),
+            binary: binary.to_string(),
+            env,
+            child,
+        });
         Ok(())
     }
 
-    fn spawn_as(&self, binary: &str, name: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Child> {
+    fn spawn_as(&self, binary: &str, name: &str, extra_env: &[(String, String)]) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{name}.log")))?;
         let mut cmd = Command::new(self.bins.join(binary));
-        cmd.env("NATS_URL", self.nats.url())
+        cmd.env("NATS_URL", self.nats.urls())
             .env("HSYNC_SIGNER_DIR", self.dir.path().join("signer"))
             .env("HSYNC_INDEX_DIR", self.dir.path().join("index"))
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.endpoint())
@@ -154,29 +239,32 @@ impl Cluster {
     /// (and replica) that was started.
     pub fn pids(&self) -> Vec<(String, u32)> {
         self.nats
-            .pid()
-            .map(|p| ("nats-server".to_string(), p))
-            .into_iter()
-            .chain(self.children.iter().map(|(n, c)| (n.clone(), c.id())))
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.pid().map(|p| (if i == 0 { "nats-server".to_string() } else { format!("nats-server-{}", i + 1) }, p)))
+            .chain(self.children.iter().map(|p| (p.name.clone(), p.child.id())))
             .collect()
     }
 
     /// SIGKILL one service (no chance to drain or flush): a crash.
     pub fn kill(&mut self, name: &str) {
-        if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(p) = self.children.iter_mut().find(|p| p.name == name) {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
         }
     }
 
-    /// Starts a killed (or stopped) service again on the same state and waits until every
-    /// service answers.
+    /// Starts a killed (or stopped) service (or replica) again on the same state and waits
+    /// until every service answers.
     pub async fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         self.kill(name);
-        let child = self.spawn(name)?;
-        match self.children.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = child,
-            None => self.children.push((name.to_string(), child)),
+        match self.children.iter().position(|p| p.name == name) {
+            Some(i) => {
+                let child = self.spawn_as(&self.children[i].binary, name, &self.children[i].env)?;
+                self.children[i].child = child;
+            }
+            None => self.start_replica(name, name, &[])?,
         }
         self.wait_ready(Duration::from_secs(60)).await
     }
@@ -185,20 +273,22 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         loop {
             let mut missing = Vec::new();
-            for name in services::ALL {
+            for binary in SERVICE_BINARIES {
+                let name = service_of(binary);
+                let running = self.children.iter().filter(|p| p.binary == binary).count();
                 let answers =
                     hsync_client::discovery::collect(self.bus.primary(), "PING", name, Duration::from_millis(200)).await?;
-                if answers.is_empty() {
-                    missing.push(name);
+                if answers.len() < running.max(1) {
+                    missing.push(format!("{name} ({} of {})", answers.len(), running.max(1)));
                 }
             }
             if missing.is_empty() {
                 return Ok(());
             }
             let mut exited = None;
-            for (name, child) in self.children.iter_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    exited = Some((name.clone(), status));
+            for p in self.children.iter_mut() {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    exited = Some((p.name.clone(), status));
                 }
             }
             if let Some((name, status)) = exited {
@@ -217,7 +307,7 @@ impl Cluster {
         let bin = self.bins.join("hsync");
         let mut child = Command::new(&bin)
             .args(args)
-            .env("NATS_URL", self.nats.url())
+            .env("NATS_URL", self.nats.urls())
             .env("HSYNC_CONNECT_TIMEOUT_S", "5")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -239,11 +329,11 @@ impl Cluster {
 
     /// SIGTERM every service and wait for it: exercises graceful shutdown.
     pub fn stop_services(&mut self) -> Vec<(String, Option<i32>)> {
-        for (_, c) in &self.children {
-            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        for p in &self.children {
+            let _ = kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM);
         }
         let mut out = Vec::new();
-        for (name, c) in self.children.iter_mut() {
+        for Process { name, child: c, .. } in self.children.iter_mut() {
             let deadline = Instant::now() + Duration::from_secs(15);
             let code = loop {
                 match c.try_wait() {
@@ -264,9 +354,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (_, c) in self.children.iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for p in self.children.iter_mut() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
         }
     }
 }

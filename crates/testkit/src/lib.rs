@@ -20,5 +20,5 @@ pub mod http;
 mod nats;
 mod otlp;
 
-pub use nats::{free_port, NatsServer};
+pub use nats::{free_port, NatsCluster, NatsServer};
 pub use otlp::{CollectedSpan, OtlpSink};

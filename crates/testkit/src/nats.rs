@@ -40,6 +40,8 @@ pub struct NatsServer {
     /// HTTP monitoring port (`/varz`: messages and bytes through the server).
     monitor_port: u16,
     child: Option<Child>,
+    /// Set for a node of a [`NatsCluster`]: its name, cluster port and the others' routes.
+    node: Option<ClusterNode>,
     // Holds `store/` and `nats.log`; removed on drop (declared last so the child is
     // killed before the directory goes away — see `Drop`).
     dir: tempfile::TempDir,
@@ -63,6 +65,7 @@ impl NatsServer {
             port: free_port(),
             monitor_port: free_port(),
             child: None,
+            node: None,
             dir,
         };
         // `free_port` can race with other processes grabbing the same port; a lost race shows
@@ -79,6 +82,26 @@ impl NatsServer {
                 }
             }
         }
+    }
+
+    /// A cluster node: like [`NatsServer::start`] with `-n`, `--cluster_name`, `--cluster` and
+    /// `--routes`, and without waiting for the other nodes (see [`NatsCluster::start`]).
+    fn start_node(port: u16, monitor_port: u16, node: ClusterNode) -> anyhow::Result<NatsServer> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hsync-{}-", node.name))
+            .tempdir()
+            .context("creating a temporary directory for the nats-server store")?;
+        std::fs::create_dir_all(dir.path().join("store")).context("creating the store dir")?;
+        let mut server = NatsServer {
+            binary: find_binary()?,
+            port,
+            monitor_port,
+            child: None,
+            node: Some(node),
+            dir,
+        };
+        server.spawn_and_wait()?;
+        Ok(server)
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -107,13 +130,13 @@ impl NatsServer {
         self.spawn_and_wait()
     }
 
-    /// Kills the server with SIGKILL (no graceful shutdown) and reaps it. Idempotent; the
-    /// store is kept so [`NatsServer::restart`] can bring it back.
     /// Process id of the running server (for /proc readings), `None` once killed.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Kills the server with SIGKILL (no graceful shutdown) and reaps it. Idempotent; the
+    /// store is kept so [`NatsServer::restart`] can bring it back.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             // `Child::kill` sends SIGKILL on Unix. An error means it already exited.
@@ -166,9 +189,15 @@ impl NatsServer {
         let store = self.dir.path().join("store");
         let port = self.port.to_string();
         let monitor_port = self.monitor_port.to_string();
-        let child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &port, "-m", &monitor_port, "-js", "-sd"])
-            .arg(&store)
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-a", "127.0.0.1", "-p", &port, "-m", &monitor_port, "-js", "-sd"]).arg(&store);
+        if let Some(node) = &self.node {
+            let routes: Vec<String> = node.routes.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+            cmd.args(["-n", &node.name, "--cluster_name", CLUSTER_NAME])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", node.cluster_port)])
+                .args(["--routes", &routes.join(",")]);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("duplicating the log file handle")?)
             .stderr(log)
@@ -203,6 +232,100 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+}
+
+const CLUSTER_NAME: &str = "hsync-test";
+
+#[derive(Debug, Clone)]
+struct ClusterNode {
+    name: String,
+    cluster_port: u16,
+    /// Cluster ports of the other nodes.
+    routes: Vec<u16>,
+}
+
+/// A JetStream cluster of `nats-server` child processes on loopback, each with its own
+/// temporary store, for tests that kill a node (and for `hsync bench` on a cluster).
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// One plain server (no cluster configuration): what most tests run against.
+    pub fn single() -> anyhow::Result<NatsCluster> {
+        Ok(NatsCluster {
+            nodes: vec![NatsServer::start()?],
+        })
+    }
+
+    /// Starts `n` nodes routed to each other and waits (≤ 30 s) until JetStream has a
+    /// meta leader, so streams with up to `n` replicas can be created at once.
+    pub fn start(n: usize) -> anyhow::Result<NatsCluster> {
+        anyhow::ensure!(n >= 2, "a cluster needs at least two nodes; use NatsCluster::single");
+        let ports: Vec<(u16, u16, u16)> = (0..n).map(|_| (free_port(), free_port(), free_port())).collect();
+        let mut nodes = Vec::with_capacity(n);
+        for (i, &(port, monitor, cluster_port)) in ports.iter().enumerate() {
+            let routes = ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| p.2).collect();
+            let node = ClusterNode {
+                name: format!("n{}", i + 1),
+                cluster_port,
+                routes,
+            };
+            nodes.push(NatsServer::start_node(port, monitor, node)?);
+        }
+        let cluster = NatsCluster { nodes };
+        cluster.wait_for_jetstream(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Every node's client URL, comma-separated (what `NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Waits until every running node sees the same JetStream meta leader and the whole
+    /// cluster as its peers.
+    pub fn wait_for_jetstream(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            let mut last = String::new();
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                match node.jsz() {
+                    Ok(jsz) => {
+                        let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or_default().to_string();
+                        last = jsz["meta_cluster"].to_string();
+                        leaders.push(leader);
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+            if leaders.len() == running && !leaders[0].is_empty() && leaders.iter().all(|l| *l == leaders[0]) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the NATS cluster has no JetStream meta leader after {timeout:?}: {last}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl NatsServer {
+    /// The server's `/jsz` figures (JetStream state; `meta_cluster` on a cluster node).
+    pub fn jsz(&self) -> anyhow::Result<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/jsz", self.monitor_port);
+        let (status, body) = crate::http::get(&url, Duration::from_secs(5))?;
+        anyhow::ensure!(status == 200, "{url} answered {status}");
+        serde_json::from_slice(&body).with_context(|| format!("{url}: not JSON"))
+    }
+
+    /// This node's server name in a cluster.
+    pub fn name(&self) -> Option<&str> {
+        self.node.as_ref().map(|n| n.name.as_str())
     }
 }
 

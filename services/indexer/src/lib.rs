@@ -44,6 +44,10 @@ pub struct IndexerConfig {
     /// Delete the index and rebuild it from the receipts stream.
     #[arg(long = "rebuild", env = "HSYNC_INDEX_REBUILD", default_value_t = false)]
     pub rebuild: bool,
+    /// Durable consumer of the receipts stream. Every indexer replica keeps its own RocksDB
+    /// and must see every batch, so each needs its own name (default `indexer`).
+    #[arg(long = "consumer", env = "HSYNC_INDEX_CONSUMER")]
+    pub consumer: Option<String>,
 }
 
 impl IndexerConfig {
@@ -106,7 +110,11 @@ async fn ingest_loop(
     let js = bus.jetstream();
     let names = bus.names().clone();
     let stream = streams::receipts_stream(&js, &names).await?;
-    let durable = names.consumer_indexer();
+    let durable = cfg.consumer.clone().unwrap_or_else(|| names.consumer_indexer());
+    anyhow::ensure!(
+        !durable.is_empty() && durable.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "--consumer / HSYNC_INDEX_CONSUMER {durable:?}: use letters, digits, '-' and '_' only"
+    );
     // An empty index (new, deleted, or of an older layout) must see every batch again:
     // a consumer that already delivered some would start after them.
     let empty = {

@@ -55,6 +55,7 @@ async fn a_split_view_and_a_malformed_batch_are_refused_and_the_rest_is_indexed(
         mmap_reads: false,
         rocksdb_statistics: false,
         rebuild: false,
+        consumer: None,
     };
     let store = Arc::new(cfg.open().expect("index opens"));
     let shutdown = Shutdown::new();

@@ -148,10 +148,20 @@ async fn handle(bus: &Bus, engine: &Arc<Engine>, results: &kv::Store, cfg: &Dura
             error: Some(e),
             outputs_object: None,
         });
-        if let Err(e) = store(bus, results, &result).await {
-            tracing::error!("cannot store the result of durable job {job_id} ({e}); it will be redelivered");
-            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(cfg.retry_ms)))).await;
-            return;
+        match store(bus, results, &result).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // A runner that took the job before us (and was thought dead) stored its result
+                // first; that one stands, and was published by it.
+                tracing::info!("durable job {job_id} already has a result from another runner: keeping that one");
+                let _ = msg.double_ack().await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!("cannot store the result of durable job {job_id} ({e}); it will be redelivered");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(cfg.retry_ms)))).await;
+                return;
+            }
         }
         if let Err(e) = bus.publish(bus.names().jobs_result(&job_id), &result).await {
             tracing::warn!("cannot publish the result of durable job {job_id} (it is stored): {e}");
@@ -164,9 +174,10 @@ async fn handle(bus: &Bus, engine: &Arc<Engine>, results: &kv::Store, cfg: &Dura
     .await
 }
 
-/// Stores a result under its job id. A result too large for one NATS message is stored
-/// without its outputs and says so (large results belong on `jobs.run`).
-async fn store(bus: &Bus, results: &kv::Store, result: &JobResult) -> anyhow::Result<()> {
+/// Stores a result under its job id unless one is there already (then `false`): a job has
+/// exactly one result even when two runners ran it. A result too large for one NATS
+/// message is stored without its outputs and says so (large results belong on `jobs.run`).
+async fn store(bus: &Bus, results: &kv::Store, result: &JobResult) -> anyhow::Result<bool> {
     let max = bus.client().server_info().max_payload;
     let mut bytes = rmp_serde::to_vec_named(result)?;
     if bytes.len() > max {
@@ -181,9 +192,9 @@ async fn store(bus: &Bus, results: &kv::Store, result: &JobResult) -> anyhow::Re
         ));
         bytes = rmp_serde::to_vec_named(&trimmed)?;
     }
-    results
-        .put(&result.job_id, bytes.into())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+    match results.create(&result.job_id, bytes.into()).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
 }

@@ -233,7 +233,7 @@ impl Snapshot {
             policy: (field("policy_messages")?, field("policy_queries")?),
             operators: (field("operator_messages")?, field("operator_calls")?),
             allocations: (field("allocations")?, field("allocated_bytes")?),
-            wire: wire_totals(&cluster.nats)?,
+            wire: wire_totals(&cluster.nats.nodes[0])?,
             records_waiting: records_waiting(cluster).await?,
             procs: procstat::read_all(&cluster.pids()),
         })
