@@ -123,3 +123,37 @@ async fn every_service_serves_metrics_matching_its_micro_stats() {
     assert_eq!(status, 200, "{svg}");
     assert!(svg.contains("<svg"), "{}", &svg[..svg.len().min(300)]);
 }
+
+/// `/readyz` is 200 while the service's NATS connection is up, 503 naming the connection
+/// while NATS is gone, and 200 again once it is back; `/healthz` stays 200 throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_nats_connection() {
+    let mut c = Cluster::start().await.expect("cluster starts");
+    let mut urls = Vec::new();
+    for service in services::ALL {
+        let url = metrics_url(&c.bus, service).await.expect("metrics URL");
+        assert_eq!(page(&url, "/readyz", Duration::from_secs(5)).await, (200, "ready\n".to_string()), "{service}");
+        urls.push((service, url));
+    }
+    let wait_for = |url: String, want: u16| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, body) = page(&url, "/readyz", Duration::from_secs(5)).await;
+            if status == want {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{url}/readyz still {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    c.nats.nodes[0].kill();
+    for (service, url) in &urls {
+        let body = wait_for(url.clone(), 503).await;
+        assert!(body.contains("NATS connection"), "{service}: {body}");
+        assert_eq!(page(url, "/healthz", Duration::from_secs(5)).await.0, 200, "{service} is alive");
+    }
+    c.nats.nodes[0].restart().expect("NATS restarts");
+    for (_, url) in &urls {
+        assert_eq!(wait_for(url.clone(), 200).await, "ready\n");
+    }
+}

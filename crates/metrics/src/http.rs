@@ -3,6 +3,8 @@
 //!
 //! * `/metrics` — Prometheus text format.
 //! * `/healthz` — `ok` while the process serves (a liveness probe).
+//! * `/readyz` — `ready` once the service has registered on NATS and while its connection
+//!   is up, else 503 saying why (a readiness probe).
 //! * `/debug/profile?seconds=N` — a CPU flamegraph (SVG) sampled over N seconds (1–120,
 //!   default 10), one profile at a time.
 //! * `/debug/heap` — the counting allocator's figures and /proc's, as JSON.
@@ -166,6 +168,7 @@ async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: 
         408 => "Request Timeout",
         409 => "Conflict",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let head = format!("HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
@@ -197,6 +200,10 @@ async fn route(request: &RequestLine) -> (u16, &'static str, Vec<u8>) {
     match request.path.as_str() {
         "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", metrics.render().await.into_bytes()),
         "/healthz" => (200, TEXT, b"ok\n".to_vec()),
+        "/readyz" => match metrics.readiness() {
+            Ok(()) => (200, TEXT, b"ready\n".to_vec()),
+            Err(why) => (503, TEXT, format!("not ready: {why}\n").into_bytes()),
+        },
         "/debug/heap" => {
             let heap = crate::heap::stats();
             let process = crate::procstat::read(std::process::id()).ok();
@@ -222,7 +229,7 @@ async fn route(request: &RequestLine) -> (u16, &'static str, Vec<u8>) {
                 Err(e) => (500, TEXT, format!("the report failed: {e}\n").into_bytes()),
             },
             None => {
-                let mut known = ["/metrics", "/healthz", "/debug/heap", "/debug/profile?seconds=N"].join(", ");
+                let mut known = ["/metrics", "/healthz", "/readyz", "/debug/heap", "/debug/profile?seconds=N"].join(", ");
                 for name in metrics.debug_names() {
                     known.push_str(&format!(", /debug/{name}"));
                 }
@@ -268,6 +275,9 @@ mod tests {
         assert!(body.contains("hsync_requests_total{endpoint=\"test.subject\",outcome=\"ok\"} 1"), "{body}");
         assert!(body.contains("process_resident_memory_bytes "), "{body}");
         assert_eq!(get(server.addr, b"GET /healthz HTTP/1.0\r\n\r\n").await, (200, "ok\n".into()));
+        // No service has registered in this process: alive, not ready.
+        let (status, body) = get(server.addr, b"GET /readyz HTTP/1.0\r\n\r\n").await;
+        assert_eq!((status, body.as_str()), (503, "not ready: the service has not registered its NATS endpoints yet\n"));
         assert_eq!(get(server.addr, b"GET /debug/echo HTTP/1.0\r\n\r\n").await, (200, "report\n".into()));
         let (status, body) = get(server.addr, b"GET /nope HTTP/1.0\r\n\r\n").await;
         assert_eq!(status, 404);

@@ -201,6 +201,19 @@ impl Metrics {
         *self.stats_source.lock().unwrap_or_else(|p| p.into_inner()) = Some(StatsSource { client, subject: stats_subject });
     }
 
+    /// Whether the service takes requests: it has registered its endpoints on NATS and its
+    /// connection is up (`/readyz`). Err says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let source = self.stats_source.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(source) = source else {
+            return Err("the service has not registered its NATS endpoints yet".into());
+        };
+        match source.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("the NATS connection is {state}")),
+        }
+    }
+
     /// Adds `/debug/<name>`: a text report made on demand (e.g. the indexer's RocksDB
     /// statistics).
     pub fn add_debug_text(&self, name: &str, report: impl Fn() -> String + Send + Sync + 'static) {
