@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod http;
 mod nats;
 mod otlp;
+pub mod secured;
 
 pub use nats::{free_port, NatsCluster, NatsServer};
 pub use otlp::{CollectedSpan, OtlpSink};
