@@ -47,6 +47,15 @@ fn worth_it(compressed: usize, raw: usize) -> bool {
 /// Default bound on a decoded (decompressed) payload.
 pub const DEFAULT_MAX_DECODED_SIZE: usize = 64 * 1024 * 1024;
 
+/// Longest message of a decode error. serde quotes the offending input (a string of any
+/// length) in its errors, and the message travels back in the error reply, which NATS
+/// would refuse if it grew past max_payload.
+pub const MAX_ERROR_MESSAGE: usize = crate::error::MAX_MESSAGE;
+
+fn bounded(message: String) -> String {
+    crate::error::shorten(message, MAX_ERROR_MESSAGE)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     MsgPack,
@@ -242,11 +251,11 @@ impl Codec {
         match Format::of(headers) {
             Format::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| CodecError::Malformed {
                 what,
-                message: format!("MessagePack: {e}"),
+                message: bounded(format!("MessagePack: {e}")),
             }),
             Format::Json => serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed {
                 what,
-                message: format!("JSON: {e}"),
+                message: bounded(format!("JSON: {e}")),
             }),
         }
     }
@@ -506,6 +515,96 @@ mod tests {
         h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
         let err = c.decode::<Value>(Some(&h), &bomb).unwrap_err();
         assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+    }
+
+    /// A frame that does not state its size (a streaming encoder's) goes through the
+    /// bounded stream decoder: refused as too large once it passes the limit, accepted at
+    /// exactly the limit.
+    #[test]
+    fn frame_without_stated_size_is_bounded_too() {
+        use std::io::Write;
+        let frame = |raw: &[u8]| {
+            let mut enc = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+            enc.include_contentsize(false).unwrap();
+            enc.write_all(raw).unwrap();
+            let f = enc.finish().unwrap();
+            assert_eq!(zstd::zstd_safe::get_frame_content_size(&f).unwrap(), None);
+            f
+        };
+        let mut h = HeaderMap::new();
+        h.insert(headers::CONTENT_ENCODING, headers::ZSTD);
+        let raw = rmp_serde::to_vec_named(&job(20)).unwrap();
+        let exact = Codec {
+            max_decoded_size: raw.len(),
+            ..Codec::default()
+        };
+        assert_eq!(exact.decode::<Job>(Some(&h), &frame(&raw)).unwrap(), job(20));
+        let small = Codec {
+            max_decoded_size: raw.len() - 1,
+            ..Codec::default()
+        };
+        let err = small.decode::<Job>(Some(&h), &frame(&raw)).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("payload too large: Job payload expands beyond the limit of {} bytes", raw.len() - 1)
+        );
+        assert_eq!(err.to_reply().code, ErrorCode::PayloadTooLarge);
+        let bomb = frame(&vec![0u8; 8 << 20]);
+        let err = small.decode::<Value>(Some(&h), &bomb).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge(_)), "{err}");
+    }
+
+    /// An uncompressed payload over the limit is refused on its length, before parsing,
+    /// as PAYLOAD_TOO_LARGE (413) naming the type, the size and the limit; one of exactly
+    /// the limit is decoded.
+    #[test]
+    fn oversized_plain_payload_is_refused() {
+        let raw = rmp_serde::to_vec_named(&job(3)).unwrap();
+        let exact = Codec {
+            max_decoded_size: raw.len(),
+            ..Codec::default()
+        };
+        assert_eq!(exact.decode::<Job>(None, &raw).unwrap(), job(3));
+        let small = Codec {
+            max_decoded_size: raw.len() - 1,
+            ..Codec::default()
+        };
+        for h in [None, Some(HeaderMap::new())] {
+            let err = small.decode::<Job>(h.as_ref(), &raw).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("payload too large: Job payload is {} bytes, the limit is {}", raw.len(), raw.len() - 1)
+            );
+            let reply = err.to_reply();
+            assert_eq!((reply.code, reply.code.status()), (ErrorCode::PayloadTooLarge, 413));
+        }
+        // JSON is held to the same limit.
+        let (h, json) = Codec::uncompressed().encode(&job(3), Format::Json).unwrap();
+        let small = Codec {
+            max_decoded_size: json.len() - 1,
+            ..Codec::default()
+        };
+        assert!(matches!(small.decode::<Job>(Some(&h), &json), Err(CodecError::TooLarge(_))));
+    }
+
+    /// serde quotes the offending string in its errors; a long one is cut out of the
+    /// message, keeping what was wrong and what was expected.
+    #[test]
+    fn long_quoted_input_gives_a_short_error() {
+        let code = "X".repeat(1 << 20);
+        let bytes = rmp_serde::to_vec_named(&BTreeMap::from([("code", code.as_str()), ("message", "m")])).unwrap();
+        let err = Codec::default().decode::<ErrorReply>(None, &bytes).unwrap_err();
+        let CodecError::Malformed { message, .. } = &err else { panic!("{err}") };
+        assert!(message.len() <= MAX_ERROR_MESSAGE + 64, "{} bytes", message.len());
+        assert!(message.starts_with("MessagePack: unknown variant `XXX"), "{message}");
+        assert!(message.contains("bytes left out)"), "{message}");
+        assert!(message.ends_with("`UNAVAILABLE`, `INTERNAL`"), "{message}");
+        // Multi-byte characters are cut at character boundaries.
+        let s = format!("{}{}", "é".repeat(2000), "ü".repeat(2000));
+        let b = bounded(s);
+        assert!(b.starts_with('é') && b.ends_with('ü') && b.len() <= MAX_ERROR_MESSAGE + 64, "{b}");
+        assert_eq!(bounded("short".into()), "short");
     }
 
     #[test]

@@ -123,7 +123,43 @@ pub struct ErrorReply {
     pub argument: Option<String>,
 }
 
+/// Longest `message` [`ErrorReply::bounded`] keeps, in bytes.
+pub const MAX_MESSAGE: usize = 1024;
+/// Longest `node` or `argument` [`ErrorReply::bounded`] keeps (valid ids are at most 128).
+pub const MAX_NAME: usize = 256;
+
+/// `s` when it is at most `max` bytes; otherwise its beginning and its end (what was
+/// wrong, and what was expected or where) around a note of how much was left out, in at
+/// most `max` + 64 bytes.
+pub fn shorten(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut head = max / 2;
+    while !s.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = s.len() - max / 4;
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{} … ({} bytes left out) … {}", &s[..head], tail - head, &s[tail..])
+}
+
 impl ErrorReply {
+    /// This reply with its message, node and argument shortened ([`shorten`]) to
+    /// [`MAX_MESSAGE`] and [`MAX_NAME`]: they quote the request (an id, an argument name,
+    /// a reference, a cycle through every node), which may be megabytes long, and a
+    /// reply over NATS's max_payload would reach the client as a different error.
+    pub fn bounded(self) -> Self {
+        ErrorReply {
+            code: self.code,
+            message: shorten(self.message, MAX_MESSAGE),
+            node: self.node.map(|n| shorten(n, MAX_NAME)),
+            argument: self.argument.map(|a| shorten(a, MAX_NAME)),
+        }
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ErrorReply {
             code,
@@ -149,3 +185,26 @@ impl fmt::Display for ErrorReply {
 }
 
 impl std::error::Error for ErrorReply {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_keeps_short_replies_and_shortens_long_ones() {
+        let short = ErrorReply::new(ErrorCode::Cycle, "cycle: a -> b -> a").at_node("a").at_argument("v");
+        assert_eq!(short.clone().bounded(), short);
+        let long = ErrorReply::new(ErrorCode::MissingReference, format!("node `a` references `{}`, which is missing", "x".repeat(1 << 20)))
+            .at_node("é".repeat(1000))
+            .at_argument("y".repeat(300));
+        let b = long.bounded();
+        assert_eq!(b.code, ErrorCode::MissingReference);
+        assert!(b.message.len() <= MAX_MESSAGE + 64, "{}", b.message.len());
+        assert!(b.message.starts_with("node `a` references `xxx"), "{}", b.message);
+        assert!(b.message.ends_with("xxx`, which is missing"), "{}", b.message);
+        assert!(b.message.contains(" bytes left out) "), "{}", b.message);
+        let node = b.node.unwrap();
+        assert!(node.len() <= MAX_NAME + 64 && node.starts_with('é') && node.ends_with('é'), "{node}");
+        assert!(b.argument.unwrap().len() <= MAX_NAME + 64);
+    }
+}

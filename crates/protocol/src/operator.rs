@@ -2,13 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize};
 
 use crate::error::ErrorReply;
 use crate::value::Value;
 
 /// Who executes an operator.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Written as serde's internally tagged enum (`{"kind": "nats", "subject": ...}`) but
+/// read by [`Provider::deserialize`] below: serde's derived reader for such an enum first
+/// copies the whole map, unknown fields included, into an intermediate tree, reserving
+/// room at every level from the declared lengths (up to 1 MiB each), so that 1024 nested
+/// lying map headers (a 14 KB definition) reserved 1 GiB.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Provider {
     /// Compiled into the runner.
@@ -21,6 +27,34 @@ pub enum Provider {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batch_subject: Option<String>,
     },
+}
+
+impl<'de> Deserialize<'de> for Provider {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Kind {
+            Builtin,
+            Nats,
+        }
+        /// The fields of every variant; unknown ones are skipped without being kept.
+        #[derive(Deserialize)]
+        struct Fields {
+            kind: Kind,
+            #[serde(default)]
+            subject: Option<String>,
+            #[serde(default)]
+            batch_subject: Option<String>,
+        }
+        let f = Fields::deserialize(d)?;
+        match f.kind {
+            Kind::Builtin => Ok(Provider::Builtin),
+            Kind::Nats => Ok(Provider::Nats {
+                subject: f.subject.ok_or_else(|| de::Error::missing_field("subject"))?,
+                batch_subject: f.batch_subject,
+            }),
+        }
+    }
 }
 
 /// The expected kind of an argument, checked before execution.
@@ -170,4 +204,31 @@ pub struct OperatorOutput {
     /// The provider answered from its own cache.
     #[serde(default)]
     pub cached: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written reader accepts what the derived one did and refuses the same.
+    #[test]
+    fn provider_reads_like_an_internally_tagged_enum() {
+        let nats = Provider::Nats {
+            subject: "hsync.op.x".into(),
+            batch_subject: Some("hsync.opbatch.x".into()),
+        };
+        for p in [Provider::Builtin, nats.clone()] {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Provider>(&json).unwrap(), p, "{json}");
+            let mp = rmp_serde::to_vec_named(&p).unwrap();
+            assert_eq!(rmp_serde::from_slice::<Provider>(&mp).unwrap(), p);
+        }
+        assert_eq!(serde_json::to_string(&Provider::Builtin).unwrap(), r#"{"kind":"builtin"}"#);
+        let p: Provider = serde_json::from_str(r#"{"future":[[{"x":1}]],"subject":"s","kind":"nats"}"#).unwrap();
+        assert_eq!(p, Provider::Nats { subject: "s".into(), batch_subject: None });
+        let err = |json: &str| serde_json::from_str::<Provider>(json).unwrap_err().to_string();
+        assert!(err(r#"{"kind":"nats"}"#).contains("missing field `subject`"));
+        assert!(err(r#"{"subject":"s"}"#).contains("missing field `kind`"));
+        assert!(err(r#"{"kind":"grpc"}"#).contains("unknown variant `grpc`, expected `builtin` or `nats`"));
+    }
 }

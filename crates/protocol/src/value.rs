@@ -284,6 +284,11 @@ impl Serialize for Value {
     }
 }
 
+/// Most elements an array's declared length reserves room for (1 KiB of `Value`s): a
+/// 5-byte header can declare 2^32 - 1 elements, and with room for 4096 elements at every
+/// level, 1024 nested such headers (a 5 KB message) reserved 200 MB before failing.
+const MAX_PREALLOCATED_ELEMENTS: usize = 1024 / std::mem::size_of::<Value>();
+
 struct ValueVisitor;
 
 impl<'de> Visitor<'de> for ValueVisitor {
@@ -328,8 +333,11 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Bytes(v))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        // Cap the pre-allocation: the length hint comes from untrusted input.
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        // Cap the pre-allocation: the length hint comes from untrusted input, and arrays
+        // nest with every level's allocation live at once (MessagePack allows 1024
+        // levels), so each level may reserve only a little; longer arrays grow as their
+        // elements arrive.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_PREALLOCATED_ELEMENTS));
         while let Some(item) = seq.next_element()? {
             items.push(item);
         }

@@ -244,24 +244,10 @@ impl Engine {
     pub async fn run(self: &Arc<Self>, mut job: Job) -> Result<JobResult, ErrorReply> {
         let started = Instant::now();
         self.counters.jobs.fetch_add(1, Ordering::Relaxed);
-        if job.job_id.is_empty() {
-            job.job_id = uuid::Uuid::now_v7().simple().to_string();
-        }
-        if !dag::valid_id(&job.job_id) {
-            return Err(ErrorReply::new(
-                ErrorCode::InvalidJob,
-                format!(
-                    "job_id {:?} is invalid: use 1-{} letters, digits, '-' or '_'",
-                    job.job_id,
-                    dag::MAX_ID_LEN
-                ),
-            ));
-        }
+        check_job_id(&mut job)?;
         tracing::Span::current().record("hsync.job_id", job.job_id.as_str());
 
-        let defs = self.resolve_defs(&job.nodes).await?;
-        let def_refs: Vec<&OperatorDef> = defs.iter().map(|d| d.as_ref()).collect();
-        let plan = dag::plan(&job, &def_refs)?;
+        let (defs, plan) = plan_job(&self.registry, &job).await?;
         let known = vec![None; job.nodes.len()];
         let (result, produced) = self.execute_plan(&job, &defs, &plan, &known, started).await?;
         if job.keep_session {
@@ -284,29 +270,16 @@ impl Engine {
                 ErrorCode::NotFound,
                 format!("no session for job {}: run it with keep_session", req.job_id),
             )
+            .bounded()
         })?;
         // Extensions of one session run one at a time.
         let mut session = handle.lock().await;
-        let defs = self.resolve_defs(&req.nodes).await?;
-        let plan = session.extend(req.nodes, defs, req.outputs)?;
+        let plan = plan_extension(&self.registry, &mut session, req.nodes, req.outputs).await?;
         let (result, produced) = self
             .execute_plan(session.job(), session.defs(), &plan, session.outputs(), started)
             .await?;
         session.record(produced);
         Ok(result)
-    }
-
-    /// The operator definitions of `nodes`, loading those not seen yet (lazy loading); an
-    /// unknown operator is an error naming its node.
-    async fn resolve_defs(&self, nodes: &[Node]) -> Result<Vec<Arc<OperatorDef>>, ErrorReply> {
-        let mut defs = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            defs.push(self.registry.resolve(&node.op).await.map_err(|e| {
-                let msg = format!("node `{}`: {}", node.id, e.message);
-                ErrorReply { message: msg, ..e }.at_node(&node.id)
-            })?);
-        }
-        Ok(defs)
     }
 
     /// Runs the nodes of `plan` (its `order`, which holds no node with a `known` output)
@@ -761,6 +734,70 @@ impl Engine {
             }
         }
     }
+}
+
+/// Checks a submitted job's id (`jobs.run` assigns one when it is empty; `jobs.submit`
+/// has already refused an empty one).
+pub fn check_job_id(job: &mut Job) -> Result<(), ErrorReply> {
+    if job.job_id.is_empty() {
+        job.job_id = uuid::Uuid::now_v7().simple().to_string();
+    }
+    if !dag::valid_id(&job.job_id) {
+        return Err(ErrorReply::new(
+            ErrorCode::InvalidJob,
+            format!(
+                "job_id {:?} is invalid: use 1-{} letters, digits, '-' or '_'",
+                job.job_id,
+                dag::MAX_ID_LEN
+            ),
+        )
+        .bounded());
+    }
+    Ok(())
+}
+
+/// Everything checked about a job (with a checked id) before any of its nodes runs: every
+/// node's operator, loaded when not seen yet (an unknown one is an error naming its
+/// node), then the DAG ([`dag::plan`]). Errors are [`ErrorReply::bounded`]: they quote
+/// the job, whose ids and names may be megabytes long.
+pub async fn plan_job(registry: &Registry, job: &Job) -> Result<(Vec<Arc<OperatorDef>>, dag::Plan), ErrorReply> {
+    async {
+        let defs = resolve_defs(registry, &job.nodes).await?;
+        let def_refs: Vec<&OperatorDef> = defs.iter().map(|d| d.as_ref()).collect();
+        let plan = dag::plan(job, &def_refs)?;
+        Ok((defs, plan))
+    }
+    .await
+    .map_err(ErrorReply::bounded)
+}
+
+/// Like [`plan_job`] for `hsync.jobs.extend`: resolves the new nodes' operators and adds
+/// them to `session` ([`Session::extend`], which leaves the session as it was on an error).
+pub async fn plan_extension(
+    registry: &Registry,
+    session: &mut Session,
+    nodes: Vec<Node>,
+    outputs: Vec<String>,
+) -> Result<dag::Plan, ErrorReply> {
+    async {
+        let defs = resolve_defs(registry, &nodes).await?;
+        session.extend(nodes, defs, outputs)
+    }
+    .await
+    .map_err(ErrorReply::bounded)
+}
+
+/// The operator definitions of `nodes`, loading those not seen yet (lazy loading); an
+/// unknown operator is an error naming its node.
+async fn resolve_defs(registry: &Registry, nodes: &[Node]) -> Result<Vec<Arc<OperatorDef>>, ErrorReply> {
+    let mut defs = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        defs.push(registry.resolve(&node.op).await.map_err(|e| {
+            let msg = format!("node `{}`: {}", node.id, e.message);
+            ErrorReply { message: msg, ..e }.at_node(&node.id)
+        })?);
+    }
+    Ok(defs)
 }
 
 /// Resolves references against finished nodes and checks their kinds.
