@@ -1,9 +1,10 @@
 //! Fault tolerance on a 3-node NATS cluster (streams at 3 replicas) with two processes of
-//! every service. Under a steady load of durable jobs, one replica of each service in turn,
-//! and then one NATS node, is SIGKILLed and started again. Afterwards every accepted job
-//! has exactly one result, every operation exactly one receipt in the log and in the
-//! index, the log verifies from its first checkpoint to its last (every checkpoint signed,
-//! every one consistent with the next), and nothing is duplicated. The counts are printed.
+//! every service. Under a steady load of durable jobs, one replica of each service in
+//! turn, and then the NATS node leading the records stream, is SIGKILLed and started
+//! again. Afterwards every accepted job has exactly one result, every operation exactly
+//! one receipt in the log and in the index, the log verifies from its first checkpoint to
+//! its last (every checkpoint signed, every one consistent with the next), and nothing is
+//! duplicated. The counts are printed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hsync_client::{IndexClient, JobClient};
-use hsync_e2e::Cluster;
+use hsync_e2e::{check_log, Cluster};
 use hsync_protocol::job::{Job, JobStatus};
 use hsync_protocol::names::services;
-use hsync_protocol::receipt::SignedBatch;
-use hsync_receipts::merkle::{leaf_hash, CompactRange};
-use hsync_receipts::note::VerifierKey;
 use hsync_testkit::cluster::{Topology, SERVICE_BINARIES};
 
 /// Steps per job: three in the runner, one on the geometry-cache.
@@ -39,29 +37,6 @@ fn job(i: usize) -> Job {
         ]
     }))
     .expect("job parses")
-}
-
-/// Checks the whole log; returns its operation ids and its distinct checkpoint sizes.
-fn check_log(batches: &[SignedBatch], keys: &[VerifierKey]) -> (BTreeSet<String>, Vec<u64>) {
-    let mut ops = BTreeSet::new();
-    let mut sizes = Vec::new();
-    let mut range = CompactRange::new();
-    for b in batches {
-        let cp = hsync_receipts::note::open_checkpoint_with_any(&b.checkpoint.signed_note, keys).expect("checkpoint verifies");
-        for r in &b.receipts {
-            assert_eq!(r.leaf_index, range.size(), "leaves are contiguous");
-            assert!(ops.insert(r.operation_id.clone()), "operation {} has two receipts", r.operation_id);
-            range.append(leaf_hash(&r.leaf.0));
-            let proof: Vec<_> = r.inclusion_proof.iter().map(|h| h.0).collect();
-            hsync_receipts::verify::verify_receipt_with_any(&r.leaf.0, r.leaf_index, &proof, &r.checkpoint, keys)
-                .expect("receipt verifies");
-        }
-        assert_eq!((cp.size, cp.root), (range.size(), range.root()), "checkpoint at {} is the root of the log", cp.size);
-        if sizes.last() != Some(&cp.size) {
-            sizes.push(cp.size);
-        }
-    }
-    (ops, sizes)
 }
 
 /// Submits a job every [`SUBMIT_EVERY`] until `stop`; returns the ids accepted (JetStream
@@ -116,9 +91,17 @@ async fn sigkill_any_replica_or_nats_node_loses_and_duplicates_nothing() {
         c.restart(binary).await.unwrap_or_else(|e| panic!("{binary} restarts: {e}\n{}", c.log(binary)));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let node = c.nats.nodes.len() - 1;
+    // The node that leads the records stream: every step's publish must find the new one.
+    let records = c.bus.jetstream().get_stream(c.bus.names().stream_records()).await.expect("records stream");
+    let leader = records.get_info().await.expect("stream info").cluster.and_then(|cl| cl.leader).expect("a leader");
+    let node = c.nats.nodes.iter().position(|n| n.name() == Some(leader.as_str())).expect("the leader is a node");
     c.nats.nodes[node].kill();
-    faults.push(format!("SIGKILL NATS node {} at {:.1} s", node + 1, started.elapsed().as_secs_f64()));
+    faults.push(format!(
+        "SIGKILL NATS node {} (leader of {}) at {:.1} s",
+        node + 1,
+        c.bus.names().stream_records(),
+        started.elapsed().as_secs_f64()
+    ));
     tokio::time::sleep(Duration::from_secs(4)).await;
     c.nats.nodes[node].restart().expect("the NATS node restarts");
     c.nats.wait_for_jetstream(Duration::from_secs(30)).expect("the cluster has a leader again");

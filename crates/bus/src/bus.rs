@@ -14,6 +14,10 @@ use tracing::Instrument;
 use crate::config::BusConfig;
 use crate::error::BusError;
 
+/// How long [`Bus::js_publish`] keeps trying while a stream has no leader: JetStream
+/// elects a new one within a few seconds of losing a node.
+const JS_PUBLISH_RETRY: Duration = Duration::from_secs(15);
+
 /// A pool of NATS connections plus the codec and names of this installation.
 pub struct Bus {
     clients: Vec<Client>,
@@ -187,12 +191,31 @@ impl Bus {
         if let Some(id) = msg_id {
             h.insert(headers::NATS_MSG_ID, id);
         }
-        let ack = js
-            .publish_with_headers(subject.clone(), h, body)
-            .await
-            .map_err(|e| BusError::Nats(format!("publish to {subject}: {e}")))?;
-        ack.await
-            .map_err(|e| BusError::Nats(format!("no JetStream ack for {subject}: {e}")))
+        // While a replicated stream elects a new leader (its node died) publishes find "no
+        // stream"; a lost ack is harmless to repeat when the message id de-duplicates it.
+        let deadline = Instant::now() + JS_PUBLISH_RETRY;
+        let mut attempt = 0u64;
+        loop {
+            let ack = js
+                .publish_with_headers(subject.clone(), h.clone(), body.clone())
+                .await
+                .map_err(|e| BusError::Nats(format!("publish to {subject}: {e}")))?;
+            let err = match ack.await {
+                Ok(ack) => return Ok(ack),
+                Err(e) => e,
+            };
+            let transient = match err.kind() {
+                jetstream::context::PublishErrorKind::StreamNotFound => true,
+                jetstream::context::PublishErrorKind::TimedOut => msg_id.is_some(),
+                _ => false,
+            };
+            if !transient || Instant::now() >= deadline {
+                return Err(BusError::Nats(format!("no JetStream ack for {subject}: {err}")));
+            }
+            attempt += 1;
+            tracing::warn!("no JetStream ack for {subject} ({err}); publishing again (attempt {attempt})");
+            tokio::time::sleep(Duration::from_millis((100 * attempt).min(1000))).await;
+        }
     }
 
     /// Flushes and drains every connection: nothing buffered is lost.

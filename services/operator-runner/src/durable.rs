@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, kv, AckKind};
 use futures::StreamExt;
 use hsync_bus::{streams, Bus, ShutdownSignal};
 use hsync_protocol::job::{valid_id, Job, JobResult, JobStatus};
+use hsync_protocol::ErrorCode;
 use hsync_runner::Engine;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -40,6 +41,9 @@ impl Default for DurableConfig {
 /// How long JetStream waits for an ack before redelivering; a running job keeps
 /// extending it with progress acks, so it only bounds how fast a dead runner's jobs move on.
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Runs of a durable job that fails on transient errors (UNAVAILABLE, TIMEOUT) before
+/// that failure is stored as its result.
+const TRANSIENT_ATTEMPTS: i64 = 5;
 
 /// Consumes durable jobs until shutdown, then waits for the jobs in progress.
 pub async fn run(bus: Arc<Bus>, engine: Arc<Engine>, cfg: DurableConfig, mut shutdown: ShutdownSignal) -> anyhow::Result<()> {
@@ -148,6 +152,20 @@ async fn handle(bus: &Bus, engine: &Arc<Engine>, results: &kv::Store, cfg: &Dura
             error: Some(e),
             outputs_object: None,
         });
+        // A step that failed because NATS or a service was briefly unavailable (a node or
+        // replica died) is not the job's answer: run it again later, a few times.
+        let transient = result.status == JobStatus::Failed
+            && result.error.as_ref().is_some_and(|e| matches!(e.code, ErrorCode::Unavailable | ErrorCode::Timeout));
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        if transient && delivered < TRANSIENT_ATTEMPTS {
+            tracing::warn!(
+                "durable job {job_id} failed on a transient error (attempt {delivered} of {TRANSIENT_ATTEMPTS}): {:?}; running it again in {} ms",
+                result.error.as_ref().map(|e| &e.message),
+                cfg.retry_ms
+            );
+            let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(cfg.retry_ms)))).await;
+            return;
+        }
         match store(bus, results, &result).await {
             Ok(true) => {}
             Ok(false) => {
