@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hsync_bus::{BusConfig, Shutdown};
 use hsync_protocol::names::services;
+use hsync_testkit::cluster::{replica_env, replica_name, SERVICE_BINARIES};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// The service binaries, in start order (consumers of a stream before its producers).
-const SERVICE_BINARIES: [&str; 5] = ["indexer", "receipt-signer", "policy-evaluator", "geometry-cache", "operator-runner"];
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct UpArgs {
@@ -110,6 +109,13 @@ struct Supervised {
     restarts: u32,
 }
 
+/// A service process: replica `k` (from 1) of `binary`.
+struct Service {
+    binary: &'static str,
+    k: u16,
+    process: Supervised,
+}
+
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(args.dir.join("logs")).with_context(|| format!("cannot create {}", args.dir.display()))?;
     anyhow::ensure!(
@@ -159,28 +165,32 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("nats-server (JetStream, {} node(s)) listening on {}", args.cluster, args.urls());
 
     let logs = args.dir.join("logs");
-    let mut children = Vec::new();
-    for name in SERVICE_BINARIES {
-        children.push(Supervised {
-            name: name.to_string(),
-            child: spawn_service(&args, &bin_dir, name, 1)?,
-            restarts: 0,
-        });
+    let mut children: Vec<Service> = Vec::new();
+    let start = |binary: &'static str, k: u16| -> anyhow::Result<Service> {
+        Ok(Service {
+            binary,
+            k,
+            process: Supervised {
+                name: replica_name(binary, k.into()),
+                child: spawn_service(&args, &bin_dir, binary, k)?,
+                restarts: 0,
+            },
+        })
+    };
+    for binary in SERVICE_BINARIES {
+        children.push(start(binary, 1)?);
     }
     // Standby signers copy the first signer's key, which it writes at start.
-    let ready = wait_until_ready(&args.urls(), 1, Duration::from_secs(120)).await;
-    if ready.is_ok() {
+    let mut ready = wait_until_ready(&args.urls(), 1, Duration::from_secs(120)).await;
+    if ready.is_ok() && args.replicas > 1 {
         for k in 2..=args.replicas {
-            for name in SERVICE_BINARIES {
-                children.push(Supervised {
-                    name: replica_name(name, k),
-                    child: spawn_service(&args, &bin_dir, name, k)?,
-                    restarts: 0,
-                });
+            for binary in SERVICE_BINARIES {
+                children.push(start(binary, k)?);
             }
         }
+        ready = wait_until_ready(&args.urls(), args.replicas as usize, Duration::from_secs(120)).await;
     }
-    match ready.and(wait_until_ready(&args.urls(), args.replicas as usize, Duration::from_secs(120)).await) {
+    match ready {
         Ok(()) => eprintln!(
             "HyperSync is up: NATS at {}, {} process(es) of each service, logs in {}; Ctrl-C stops everything",
             args.urls(),
@@ -211,7 +221,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                 node.child = spawn_nats(&args, i as u16)?;
             }
         }
-        for s in children.iter_mut() {
+        for Service { binary, k, process: s } in children.iter_mut() {
             if let Ok(Some(status)) = s.child.try_wait() {
                 if s.restarts >= 5 {
                     continue;
@@ -224,17 +234,16 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
                     logs.display(),
                     s.name
                 );
-                let (binary, k) = split_replica(&s.name);
-                s.child = spawn_service(&args, &bin_dir, binary, k)?;
+                s.child = spawn_service(&args, &bin_dir, binary, *k)?;
             }
         }
     }
 
     eprintln!("stopping services");
     for s in children.iter_mut().rev() {
-        terminate(&mut s.child);
+        terminate(&mut s.process.child);
     }
-    for s in children.iter_mut() {
+    for Service { process: s, .. } in children.iter_mut() {
         if tokio::time::timeout(Duration::from_secs(15), s.child.wait()).await.is_err() {
             eprintln!("{} did not stop in 15 s; killing it", s.name);
             let _ = s.child.kill().await;
@@ -272,24 +281,8 @@ fn spawn_nats(args: &UpArgs, i: u16) -> anyhow::Result<Child> {
         .with_context(|| format!("cannot start {} (install it: apt-get install nats-server)", args.nats_server))
 }
 
-/// Replica `k` (from 1) of a service: `indexer`, `indexer-2`, ...
-fn replica_name(binary: &str, k: u16) -> String {
-    if k <= 1 {
-        binary.to_string()
-    } else {
-        format!("{binary}-{k}")
-    }
-}
-
-fn split_replica(name: &str) -> (&str, u16) {
-    match name.rsplit_once('-') {
-        Some((binary, k)) if SERVICE_BINARIES.contains(&binary) => (binary, k.parse().unwrap_or(1)),
-        _ => (name, 1),
-    }
-}
-
 fn spawn_service(args: &UpArgs, bin_dir: &Path, binary: &str, k: u16) -> anyhow::Result<Child> {
-    let name = replica_name(binary, k);
+    let name = replica_name(binary, k.into());
     let mut cmd = Command::new(bin_dir.join(binary));
     cmd.env("NATS_URL", args.urls())
         .env("HSYNC_SIGNER_DIR", args.dir.join("signer"))
@@ -299,24 +292,8 @@ fn spawn_service(args: &UpArgs, bin_dir: &Path, binary: &str, k: u16) -> anyhow:
     }
     if k > 1 {
         // Replicas share the host: any free metrics port (it is in their $SRV.INFO).
-        cmd.env("HSYNC_METRICS_ADDR", "127.0.0.1:0");
-        match binary {
-            "receipt-signer" => {
-                let own = args.dir.join(format!("signer-{k}"));
-                std::fs::create_dir_all(&own).with_context(|| format!("cannot create {}", own.display()))?;
-                let key = args.dir.join("signer").join("signer.key");
-                if !own.join("signer.key").exists() {
-                    std::fs::copy(&key, own.join("signer.key"))
-                        .with_context(|| format!("a standby signer needs the leader's key {}", key.display()))?;
-                }
-                cmd.env("HSYNC_SIGNER_DIR", own);
-            }
-            "indexer" => {
-                cmd.env("HSYNC_INDEX_DIR", args.dir.join(format!("index-{k}")))
-                    .env("HSYNC_INDEX_CONSUMER", format!("indexer-{k}"));
-            }
-            _ => {}
-        }
+        cmd.env("HSYNC_METRICS_ADDR", "127.0.0.1:0")
+            .envs(replica_env(&args.dir, binary, k.into())?);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log_file(&args.dir, &name)?))

@@ -14,6 +14,7 @@ use crate::{NatsCluster, OtlpSink};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// The service binaries, in start order (consumers of a stream before its producers).
 pub const SERVICE_BINARIES: [&str; 5] = ["indexer", "receipt-signer", "policy-evaluator", "geometry-cache", "operator-runner"];
 
 /// Every signed batch in the receipts stream, in order: the published log as a whole.
@@ -112,6 +113,31 @@ struct Process {
     child: Child,
 }
 
+/// The state of replica `k` > 1 of `binary` under `state_dir`, as environment: a standby
+/// signer gets `signer-<k>/` with a copy of the first signer's key (written by it at
+/// start); an indexer gets its own RocksDB `index-<k>/` and durable `indexer-<k>`, so
+/// each sees every batch. The layout `hsync up --replicas` and the tests share.
+pub fn replica_env(state_dir: &std::path::Path, binary: &str, k: usize) -> anyhow::Result<Vec<(String, String)>> {
+    use anyhow::Context as _;
+    Ok(match binary {
+        "receipt-signer" => {
+            let own = state_dir.join(format!("signer-{k}"));
+            std::fs::create_dir_all(&own).with_context(|| format!("cannot create {}", own.display()))?;
+            let key = state_dir.join("signer").join("signer.key");
+            if !own.join("signer.key").exists() {
+                std::fs::copy(&key, own.join("signer.key"))
+                    .with_context(|| format!("a standby signer needs the leader's key {}", key.display()))?;
+            }
+            vec![("HSYNC_SIGNER_DIR".into(), own.display().to_string())]
+        }
+        "indexer" => vec![
+            ("HSYNC_INDEX_DIR".into(), state_dir.join(format!("index-{k}")).display().to_string()),
+            ("HSYNC_INDEX_CONSUMER".into(), format!("indexer-{k}")),
+        ],
+        _ => Vec::new(),
+    })
+}
+
 pub struct Cluster {
     pub nats: NatsCluster,
     pub otlp: OtlpSink,
@@ -175,20 +201,7 @@ impl Cluster {
 
     /// What replica `k` > 1 of `binary` needs besides the cluster's environment.
     fn replica_env(&self, binary: &str, k: usize) -> anyhow::Result<Vec<(String, String)>> {
-        let dir = self.dir.path();
-        Ok(match binary {
-            "receipt-signer" => {
-                let own = dir.join(format!("signer-{k}"));
-                std::fs::create_dir_all(&own)?;
-                std::fs::copy(dir.join("signer").join("signer.key"), own.join("signer.key"))?;
-                vec![("HSYNC_SIGNER_DIR".into(), own.display().to_string())]
-            }
-            "indexer" => vec![
-                ("HSYNC_INDEX_DIR".into(), dir.join(format!("index-{k}")).display().to_string()),
-                ("HSYNC_INDEX_CONSUMER".into(), format!("indexer-{k}")),
-            ],
-            _ => Vec::new(),
-        })
+        replica_env(self.dir.path(), binary, k)
     }
 
     /// Starts another process of `binary` (a replica), known to `kill` and `log` as
